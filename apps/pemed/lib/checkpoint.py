@@ -1,0 +1,29 @@
+"""Self-describing PE-MED checkpoints: {"network": PEMEDNet.describe(), "model": state_dict, "meta": ...}.
+
+Written atomically (temporary file + rename) so a server reading the file never sees half of it.
+"""
+
+import os
+from typing import Optional, Tuple
+
+import torch
+
+from .networks.pemed import PEMEDNet, build_pemed
+
+
+def save_checkpoint(path: str, network: PEMEDNet, meta: Optional[dict] = None) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    torch.save({"network": network.describe(), "model": state, "meta": meta or {}}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str, device: str = "cpu") -> Tuple[PEMEDNet, dict]:
+    """Rebuild the network a checkpoint describes and load its weights (no network access needed)."""
+    ckpt = torch.load(path, map_location=torch.device(device), weights_only=True)
+    if not isinstance(ckpt, dict) or "network" not in ckpt or "model" not in ckpt:
+        raise ValueError(f"{path} is not a PE-MED checkpoint (expected 'network' and 'model' entries)")
+    network = build_pemed(ckpt["network"])
+    network.load_state_dict(ckpt["model"])
+    return network.to(device).eval(), ckpt.get("meta", {})

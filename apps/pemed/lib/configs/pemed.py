@@ -1,0 +1,63 @@
+"""TaskConfig for PE-MED: the interactive infer task and its trainer.
+
+conf keys (``--conf key value`` on ``monailabel start_server``):
+    pemed_modality   MR (default) or CT: the intensity normalisation
+    pemed_size       network input size (default 256)
+    pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
+                     (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
+The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt,
+which the infer task prefers once it exists (continual fine-tuning starts from the newest one).
+"""
+
+import logging
+import os
+from typing import Optional
+
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+
+from ..checkpoint import load_checkpoint
+from ..infers.pemed import PEMEDInfer
+from ..networks.pemed import ABLATIONS, PEMEDNet
+from ..trainers.pemed import PEMEDTrain
+from .labels import AAL_LABELS, HELD_OUT_VALUES
+
+logger = logging.getLogger(__name__)
+
+
+class PEMED(TaskConfig):
+    def init(self, name: str, model_dir: str, conf, planner, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        self.labels = dict(AAL_LABELS)
+        self.modality = conf.get("pemed_modality", "MR")
+        self.size = int(conf.get("pemed_size", 256))
+        self.bundled_path = os.path.join(model_dir, "pemed.pt")
+        self.finetuned_path = os.path.join(model_dir, "pemed_finetuned.pt")
+        self.path = [self.bundled_path, self.finetuned_path]
+        modules = conf.get("pemed_modules", "all")
+        if modules not in ABLATIONS:
+            raise ValueError(f"pemed_modules must be one of {sorted(ABLATIONS)}, got {modules!r}")
+        self.fresh_modules = ABLATIONS[modules]
+
+    def newest_checkpoint(self) -> Optional[str]:
+        existing = [p for p in self.path if os.path.exists(p)]
+        return existing[-1] if existing else None
+
+    def infer(self) -> InferTask:
+        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size)
+
+    def trainer(self) -> Optional[TrainTask]:
+        start = self.newest_checkpoint()
+        network = load_checkpoint(start)[0] if start else PEMEDNet(1, self.fresh_modules)
+        logger.info(f"PE-MED trainer starts from {start or 'random weights'}")
+        return PEMEDTrain(
+            model_dir=os.path.join(self.model_dir, "train_pemed"),
+            network=network,
+            publish_path=self.finetuned_path,
+            size=self.size,
+            modality=self.modality,
+            exclude_labels=HELD_OUT_VALUES,
+            config={"max_epochs": 5},
+            tracking=None,
+        )

@@ -1,0 +1,213 @@
+"""The interactive PE-MED infer task (deepgrow-style clicks from OHIF and 3D Slicer).
+
+Request params:
+    foreground, background  lists of voxel indices ([x, y] or [x, y, z], as MONAI's loader returns the array)
+    label                   optional structure name; part of the session key
+    axis                    for 3D images, the array axis the slice is taken along (default 2, the last)
+    slice                   for 3D images, the slice to segment (default: the slice of the last click)
+    reset_state             true to forget this (image, label, slice) session first
+On a 3D image the clicked slice is segmented and a volume-sized label with only that slice filled is
+returned; 2D images (PNG/JPEG, 2D NIfTI) are segmented directly.
+
+Between requests the task keeps, per (image, label, axis, slice), the clicks and the logits after
+each click (prompts.session): TSIP and the previous-mask channel read them, and the first click of a
+session runs the Self-Loop.
+"""
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from ..checkpoint import load_checkpoint
+from ..predictor import PEMEDPredictor
+from ..prompts.clicks import Click
+from ..prompts.session import SessionStore
+from ..transforms.transforms import normalize_intensity
+
+logger = logging.getLogger(__name__)
+
+RGB_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class InvalidRequest(ValueError):
+    """A request the client must fix; ``status`` is the HTTP status the server answers with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class ImageCache:
+    """The last few images read, keyed by path and modification time: later clicks on the same image
+    skip decoding it."""
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self._items: "OrderedDict[Tuple, Tuple[np.ndarray, np.ndarray, bool]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def load(self, path: str) -> Tuple[np.ndarray, np.ndarray, bool]:
+        """Returns (array, affine, is_rgb): spatial axes first, an RGB image as (C, X, Y)."""
+        if not path or not os.path.exists(path):
+            raise InvalidRequest(f"image not found: {path or '(empty id)'}", 404)
+        key = (path, os.path.getmtime(path), os.path.getsize(path))
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        try:
+            img = LoadImage(image_only=True)(path)
+        except Exception as e:  # a corrupt or unsupported file is the client's problem, not a server fault
+            raise InvalidRequest(f"cannot read image {os.path.basename(path)}: {e}", 422) from e
+        array = np.asarray(img, dtype=np.float32)
+        affine = np.asarray(img.affine) if isinstance(img, MetaTensor) else np.eye(4)
+        is_rgb = path.lower().endswith(RGB_EXTENSIONS) and array.ndim == 3 and array.shape[-1] in (3, 4)
+        if is_rgb:
+            array = np.moveaxis(array[..., :3], -1, 0)
+        item = (array, affine, is_rgb)
+        with self._lock:
+            self._items[key] = item
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return item
+
+
+def parse_points(value: Any, name: str, ndim: int) -> List[Tuple[int, ...]]:
+    if value is None or value == "":
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise InvalidRequest(f"'{name}' must be a list of [x, y{', z' if ndim == 3 else ''}] points")
+    points = []
+    for p in value:
+        if not isinstance(p, (list, tuple)) or len(p) < ndim or not all(isinstance(v, (int, float)) for v in p[:ndim]):
+            raise InvalidRequest(f"'{name}' point {p!r} is not a list of {ndim} numbers")
+        points.append(tuple(int(round(v)) for v in p[:ndim]))
+    return points
+
+
+class PEMEDInfer(BasicInferTask):
+    def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = "MR", size: int = 256,
+                 description: str = "PE-MED interactive segmentation: click inside (foreground) or outside (background)",
+                 session_ttl_s: float = 1800.0, max_sessions: int = 64):
+        super().__init__(path=list(path), network=None, type=InferType.DEEPGROW, labels=labels, dimension=2,
+                         description=description, config={"axis": 2, "reset_state": False})
+        self.modality = modality
+        self.size = size
+        self.sessions = SessionStore(session_ttl_s, max_sessions)
+        self.images = ImageCache()
+        self._predictors: Dict[str, Tuple[PEMEDPredictor, float, str]] = {}
+        self._lock = threading.Lock()
+
+    def is_valid(self) -> bool:
+        return any(p and os.path.exists(p) for p in self.path)
+
+    def pre_transforms(self, data=None):
+        return []
+
+    def inverse_transforms(self, data=None):
+        return []
+
+    def post_transforms(self, data=None):
+        return []
+
+    def predictor(self, device: str) -> PEMEDPredictor:
+        """The network of the newest checkpoint, reloaded when its file changes (continual fine-tuning)."""
+        path = self.get_path()
+        if not path:
+            raise InvalidRequest("no PE-MED checkpoint is available yet", 503)
+        mtime = os.path.getmtime(path)
+        cached = self._predictors.get(device)
+        if cached is None or cached[1] != mtime or cached[2] != path:
+            network, meta = load_checkpoint(path, device)
+            logger.info(f"PE-MED loaded {path} on {device}: {meta}")
+            cached = (PEMEDPredictor(network, device, self.size), mtime, path)
+            self._predictors[device] = cached
+        return cached[0]
+
+    def _slice(self, array: np.ndarray, is_rgb: bool, data: Dict[str, Any]):
+        """The 2D image to segment, the clicks on it and the session key parts."""
+        spatial = array.shape[1:] if is_rgb else array.shape
+        ndim = len(spatial)
+        if ndim not in (2, 3):
+            raise InvalidRequest(f"PE-MED segments 2D images or slices of 3D volumes; this image has shape {array.shape}", 422)
+        fg = parse_points(data.get("foreground"), "foreground", ndim)
+        bg = parse_points(data.get("background"), "background", ndim)
+        if not fg and not bg:
+            raise InvalidRequest("no clicks: send at least one 'foreground' or 'background' point")
+        for p in fg + bg:
+            if any(not 0 <= v < s for v, s in zip(p, spatial)):
+                raise InvalidRequest(f"click {list(p)} lies outside the image (shape {list(spatial)})")
+        if ndim == 2:
+            image, axis, index = array, None, None
+            clicks_fg, clicks_bg = fg, bg
+        else:
+            axis = int(data.get("axis", 2))
+            if axis not in (0, 1, 2):
+                raise InvalidRequest(f"'axis' must be 0, 1 or 2, got {axis}")
+            requested = data.get("slice")
+            index = int(requested) if requested is not None else (fg or bg)[-1][axis]
+            if not 0 <= index < spatial[axis]:
+                raise InvalidRequest(f"slice {index} is outside the volume (0..{spatial[axis] - 1} along axis {axis})")
+            clicks_fg = [tuple(v for a, v in enumerate(p) if a != axis) for p in fg if p[axis] == index]
+            clicks_bg = [tuple(v for a, v in enumerate(p) if a != axis) for p in bg if p[axis] == index]
+            if not clicks_fg and not clicks_bg:
+                raise InvalidRequest(f"no click lies on slice {index} (axis {axis})")
+            image = np.take(array, index, axis=axis)
+        clicks = [Click(p[0], p[1], True) for p in clicks_fg] + [Click(p[0], p[1], False) for p in clicks_bg]
+        return image, clicks, axis, index
+
+    def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
+        t0 = time.perf_counter()
+        array, affine, is_rgb = self.images.load(data.get("image_path") or data.get("image"))
+        image, clicks, axis, index = self._slice(array, is_rgb, data)
+        t_load = time.perf_counter()
+        image = normalize_intensity(image, self.modality)
+        key = (data.get("image"), str(data.get("label") or ""), axis, index)
+        with self._lock:
+            predictor = self.predictor(str(device))
+            predictor.set_image(image)
+            session = self.sessions.get(key, reset=bool(data.get("reset_state", False)))
+            # The session's clicks keep their order; clicks it has not seen come after them.
+            known = [c for c in session.clicks if c in clicks]
+            ordered = known + [c for c in clicks if c not in known]
+            timings: Dict[str, float] = {}
+
+            def step(so_far, prev):
+                out = predictor.predict(so_far, prev)
+                for k, v in out.timings_ms.items():
+                    timings[k] = timings.get(k, 0.0) + v
+                return out.logits
+
+            logits, steps = session.advance(ordered, step)
+            t_net = time.perf_counter()
+            prob = torch.sigmoid(predictor.box.network_to_image(logits.float().to(predictor.device)))[0, 0].cpu().numpy()
+        mask = (prob > 0.5).astype(np.uint8)
+
+        spatial = array.shape[1:] if is_rgb else array.shape
+        if axis is None:
+            label = mask
+        else:
+            label = np.zeros(spatial, dtype=np.uint8)
+            sl = [slice(None)] * 3
+            sl[axis] = index
+            label[tuple(sl)] = mask
+        data["pred"] = label
+        data["pred_meta_dict"] = {"affine": affine}
+        data["result"] = {
+            "label": data.get("label"), "axis": axis, "slice": index, "clicks": len(ordered), "steps_run": steps,
+            "foreground_pixels": int(mask.sum()),
+            "timings_ms": {"load_and_slice": round((t_load - t0) * 1e3, 2),
+                           **{k: round(v, 2) for k, v in timings.items()},
+                           "total_inferer": round((t_net - t0) * 1e3, 2)},
+        }
+        return data

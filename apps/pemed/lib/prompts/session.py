@@ -1,0 +1,80 @@
+"""Per-(image, label, slice) interaction state kept between requests.
+
+Clients (OHIF, 3D Slicer) send the whole click list of a session with every request. A session
+remembers the logits after each click, so a request that extends the list runs one step per new
+click from the longest shared prefix; an undo (a shorter or changed list) rewinds to that prefix
+instead of starting over. Sessions expire after ``ttl_s`` seconds unused, and at most
+``max_sessions`` are kept (least recently used dropped first).
+"""
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Hashable, List, Optional, Sequence
+
+import torch
+
+from .clicks import Click
+
+
+@dataclass
+class InteractionSession:
+    clicks: List[Click] = field(default_factory=list)
+    history: List[torch.Tensor] = field(default_factory=list)  # logits after clicks[: i + 1]
+    last_used: float = field(default_factory=time.monotonic)
+
+    def shared_prefix(self, clicks: Sequence[Click]) -> int:
+        n = 0
+        for a, b in zip(self.clicks, clicks):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def advance(self, clicks: Sequence[Click], step: Callable[[Sequence[Click], Optional[torch.Tensor]], torch.Tensor]):
+        """Bring the session to ``clicks``; ``step(clicks_so_far, prev_logits)`` returns new logits.
+
+        Returns the logits after the last click and how many network steps were run.
+        """
+        keep = self.shared_prefix(clicks)
+        if keep == len(clicks) and keep == len(self.clicks) and keep > 0:
+            return self.history[-1], 0
+        if keep == len(clicks):  # the list is a strict prefix (undo): re-run the last click
+            keep -= 1
+        del self.clicks[keep:], self.history[keep:]
+        steps = 0
+        for i in range(keep, len(clicks)):
+            prev = self.history[-1] if self.history else None
+            logits = step(clicks[: i + 1], prev)
+            self.clicks.append(clicks[i])
+            self.history.append(logits.detach().to("cpu", torch.float16))
+            steps += 1
+        self.last_used = time.monotonic()
+        return self.history[-1], steps
+
+
+class SessionStore:
+    def __init__(self, ttl_s: float = 1800.0, max_sessions: int = 64):
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self._sessions: "OrderedDict[Hashable, InteractionSession]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def get(self, key: Hashable, reset: bool = False) -> InteractionSession:
+        with self._lock:
+            now = time.monotonic()
+            for k in [k for k, s in self._sessions.items() if now - s.last_used > self.ttl_s]:
+                del self._sessions[k]
+            session = None if reset else self._sessions.pop(key, None)
+            self._sessions[key] = session or InteractionSession()
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+            return self._sessions[key]
+
+    def reset(self, key: Hashable) -> None:
+        with self._lock:
+            self._sessions.pop(key, None)

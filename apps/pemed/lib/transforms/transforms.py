@@ -1,0 +1,120 @@
+"""Transforms MONAI lacks: class-agnostic target selection, 2D slice picking, channel matching,
+and per-modality intensity normalisation built from MONAI's own transforms."""
+
+from typing import Dict, Hashable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import (MapTransform, Randomizable, ScaleIntensityRanged, ScaleIntensityRangePercentilesd,
+                              Transform)
+from scipy import ndimage
+
+CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window (HU)
+MR_PERCENTILES = (0.5, 99.5)
+
+
+def intensity_transform(modality: str, keys: KeysCollection = "image") -> Transform:
+    """CT: a fixed HU window to [0, 1]; anything else (MR, photos, ultrasound): per-image percentiles."""
+    if modality.upper() == "CT":
+        return ScaleIntensityRanged(keys, a_min=CT_WINDOW[0], a_max=CT_WINDOW[1], b_min=0.0, b_max=1.0, clip=True)
+    return ScaleIntensityRangePercentilesd(keys, lower=MR_PERCENTILES[0], upper=MR_PERCENTILES[1], b_min=0.0,
+                                           b_max=1.0, clip=True, relative=False)
+
+
+def normalize_intensity(image: np.ndarray, modality: str) -> np.ndarray:
+    """The same normalisation for a bare array (serving and evaluation)."""
+    return np.asarray(intensity_transform(modality, "image")({"image": torch.as_tensor(image, dtype=torch.float32)})["image"],
+                      dtype=np.float32)
+
+
+class MatchChannelsd(MapTransform):
+    """Make a channel-first image have ``channels`` channels: RGB -> grey by averaging, grey -> RGB by repeating."""
+
+    def __init__(self, keys: KeysCollection, channels: int):
+        super().__init__(keys)
+        self.channels = channels
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if img.shape[0] == self.channels:
+                continue
+            if self.channels == 1:
+                d[key] = img[:3].mean(dim=0, keepdim=True) if isinstance(img, torch.Tensor) else img[:3].mean(0, keepdims=True)
+            elif img.shape[0] == 1:
+                d[key] = img.repeat(self.channels, *([1] * (img.ndim - 1)))
+            else:
+                raise ValueError(f"cannot map {img.shape[0]} channels to {self.channels}")
+        return d
+
+
+class RandStructureSliced(Randomizable, MapTransform):
+    """From a channel-first 3D image/label pair, keep one 2D slice (random axis) that holds at least
+    one allowed structure; 2D pairs pass through unchanged."""
+
+    def __init__(self, keys: KeysCollection, label_key: str = "label", exclude: Iterable[int] = (), min_area: int = 30):
+        super().__init__(keys)
+        self.label_key = label_key
+        self.exclude = np.asarray(sorted(set(exclude)), dtype=np.int64)
+        self.min_area = min_area
+
+    def __call__(self, data):
+        d = dict(data)
+        label = np.asarray(d[self.label_key])
+        if label.ndim != 4:
+            return d
+        allowed = (label[0] > 0) & ~np.isin(label[0], self.exclude)
+        axis = int(self.R.randint(3))
+        areas = allowed.sum(axis=tuple(a for a in range(3) if a != axis))
+        candidates = np.flatnonzero(areas >= self.min_area)
+        if candidates.size == 0:
+            candidates = np.flatnonzero(areas > 0) if areas.any() else np.arange(label.shape[axis + 1])
+        index = int(self.R.choice(candidates))
+        for key in self.key_iterator(d):
+            d[key] = d[key].select(axis + 1, index) if isinstance(d[key], torch.Tensor) else np.take(d[key], index, axis=axis + 1)
+        return d
+
+
+class SelectStructured(Randomizable, MapTransform):
+    """Turn a multi-label map into one binary target, class-agnostically.
+
+    A random allowed structure present with at least ``min_area`` pixels; with probability
+    ``union_prob`` its allowed neighbours (structures touching it in this slice) join it, so the
+    model also learns targets that are unions of structures. Excluded values (the held-out
+    evaluation structures) are never targets and never join a union.
+    """
+
+    def __init__(self, keys: KeysCollection = "label", exclude: Iterable[int] = (), union_prob: float = 0.25,
+                 min_area: int = 30):
+        super().__init__(keys)
+        self.exclude = set(int(v) for v in exclude)
+        self.union_prob = union_prob
+        self.min_area = min_area
+
+    def choose(self, label: np.ndarray) -> Sequence[int]:
+        values, counts = np.unique(label, return_counts=True)
+        ok = [(int(v), int(c)) for v, c in zip(values, counts) if v > 0 and int(v) not in self.exclude]
+        if not ok:
+            return []
+        big = [v for v, c in ok if c >= self.min_area] or [v for v, _ in ok]
+        target = int(self.R.choice(big))
+        chosen = [target]
+        if self.R.rand() < self.union_prob:
+            ring = ndimage.binary_dilation(label == target, iterations=2) & (label != target)
+            neighbours = sorted(set(int(v) for v in np.unique(label[ring])) - {0} - self.exclude)
+            if neighbours:
+                n = int(self.R.randint(1, min(2, len(neighbours)) + 1))
+                chosen += [int(v) for v in self.R.choice(neighbours, size=n, replace=False)]
+        return chosen
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            lab = d[key]
+            arr = np.asarray(lab.detach().cpu() if isinstance(lab, torch.Tensor) else lab).round().astype(np.int64)
+            chosen = self.choose(arr)
+            binary = np.isin(arr, chosen).astype(np.float32)
+            d[key] = torch.as_tensor(binary) if not isinstance(lab, torch.Tensor) else lab.new_tensor(binary)
+        return d

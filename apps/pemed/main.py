@@ -1,0 +1,85 @@
+"""PE-MED Label: the MONAI Label app.
+
+    monailabel start_server --app apps/pemed --studies datasets/sample/volumes --host 127.0.0.1
+
+Registers the interactive ``pemed`` infer task (deepgrow-style clicks in OHIF and 3D Slicer) and the
+``pemed`` trainer (continual fine-tuning on the labels saved in the datastore). Requests the client
+must fix get a 4xx with a clear message instead of a 500 (see ``install_error_handlers``).
+"""
+
+import json
+import logging
+import os
+from typing import Dict
+
+from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.strategy import Strategy
+from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.tasks.activelearning.first import First
+from monailabel.tasks.activelearning.random import Random
+
+from lib.configs.pemed import PEMED
+from lib.infers.pemed import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+
+def install_error_handlers() -> None:
+    """Map client mistakes to 4xx on MONAI Label's FastAPI app.
+
+    MONAI Label answers any exception with a 500. Malformed ``params`` JSON fails inside its route
+    and our validation errors (InvalidRequest) inside the infer task, so both are mapped here.
+    Starlette builds its middleware stack on the first event (the lifespan that creates this app),
+    so the stack is dropped to be rebuilt with these handlers on the next request.
+    """
+    from fastapi.responses import JSONResponse
+    from monailabel.app import app as api
+
+    def reply(status: int, message: str) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": message})
+
+    api.add_exception_handler(InvalidRequest, lambda request, e: reply(e.status, str(e)))
+    api.add_exception_handler(json.JSONDecodeError,
+                              lambda request, e: reply(400, f"'params' must be a JSON object: {e}"))
+    api.add_exception_handler(
+        MONAILabelException,
+        lambda request, e: reply(400 if e.error == MONAILabelError.INVALID_INPUT else 500, e.msg),
+    )
+    api.middleware_stack = None
+
+
+class PEMEDApp(MONAILabelApp):
+    def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+        self.model_dir = os.path.join(app_dir, "model")
+        self.pemed = PEMED()
+        self.pemed.init("pemed", self.model_dir, conf or {}, None)
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="PE-MED Label",
+                         description="Interactive segmentation with PE-MED (Self-Loop, PALM, TSIP)", version="0.1",
+                         labels=self.pemed.labels)
+        if str((conf or {}).get("install_error_handlers", "true")).lower() == "true":
+            install_error_handlers()
+
+    def init_infers(self) -> Dict[str, InferTask]:
+        return {"pemed": self.pemed.infer()}
+
+    def init_trainers(self) -> Dict[str, TrainTask]:
+        return {"pemed": self.pemed.trainer()}
+
+    def init_strategies(self) -> Dict[str, Strategy]:
+        return {"random": Random(), "first": First()}
+
+    def infer(self, request, datastore=None):
+        """Unknown models and images are 404s, params that are not an object a 400."""
+        if not isinstance(request, dict):
+            raise InvalidRequest("'params' must be a JSON object")
+        model = request.get("model")
+        if model not in self._infers:
+            raise InvalidRequest(f"unknown model {model!r}; available: {sorted(self._infers)}", 404)
+        image = request.get("image")
+        if isinstance(image, str) and not os.path.exists(image):
+            store = datastore or self.datastore()
+            if not store.get_image_uri(image):
+                raise InvalidRequest(f"unknown image id {image!r}", 404)
+        return super().infer(request, datastore)

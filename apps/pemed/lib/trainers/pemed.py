@@ -2,7 +2,6 @@
 iterative click simulation as the engines' ``iteration_update``."""
 
 import logging
-import os
 from typing import Iterable
 
 import torch
@@ -107,19 +106,28 @@ class PEMEDTrain(BasicTrainTask):
 
 class _PublishPEMED:
     """After every epoch, write a self-describing checkpoint (network description + weights) that the
-    infer task, evaluate.py and the tests load without knowing how it was trained."""
+    infer task, evaluate.py and the tests load without knowing how it was trained. Its meta keeps
+    the mean training loss of every epoch."""
 
     def __init__(self, path: str, context: Context):
         self.path = path
         self.context = context
+        self.epoch_losses = []
+        self._sum, self._n = 0.0, 0
 
     def attach(self, engine):
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
+    def _accumulate(self, engine):
+        self._sum += float(engine.state.output[0]["loss"])
+        self._n += 1
+
     def __call__(self, engine):
+        self.epoch_losses.append(self._sum / max(1, self._n))
+        self._sum, self._n = 0.0, 0
         net = self.context.network.module if hasattr(self.context.network, "module") else self.context.network
-        meta = {"epoch": engine.state.epoch, "iterations": engine.state.iteration,
-                "loss": float(engine.state.output[0]["loss"]) if engine.state.output else None,
+        meta = {"epoch": engine.state.epoch, "iterations": engine.state.iteration, "epoch_losses": self.epoch_losses,
                 "train_mean_dice": engine.state.metrics.get(BasicTrainTask.TRAIN_METRIC_MEAN_DICE)}
         if self.context.evaluator is not None:
             meta["val_mean_dice"] = self.context.evaluator.state.metrics.get(BasicTrainTask.VAL_METRIC_MEAN_DICE)

@@ -1,0 +1,170 @@
+"""Run the NoC click protocol on any MONAI Label studies folder and write the figures.
+
+    python apps/pemed/evaluate.py --studies DIR --model NAME --out FILE.json [--max-clicks 20]
+        [--axis all|0|1|2] [--labels held_out|all|V1,V2,...] [--per-structure N] [--modality MR|CT]
+
+NAME: ``pemed`` (the app's newest checkpoint), ``grabcut`` (OpenCV GrabCut seeded by the clicks),
+or a path to a PE-MED checkpoint. Studies may be 2D images (each labelled structure of at least
+``--min-area`` pixels is one sample) or 3D volumes (per structure, up to ``--per-structure`` slices
+along each chosen axis, evenly spread over the slices where it has at least ``--min-area`` pixels).
+Writes FILE.json (NoC@85/90 by Dice and IoU, Dice at 1/3/5/10/20 clicks, NoF@90, jitter, latency,
+per-structure figures) and FILE.png (mean Dice against clicks).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from monai.transforms import LoadImage  # noqa: E402
+
+from lib.checkpoint import load_checkpoint  # noqa: E402
+from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
+from lib.evaluation import GrabCutSegmenter, PredictorSegmenter, run_protocol, summarize  # noqa: E402
+from lib.predictor import PEMEDPredictor  # noqa: E402
+from lib.transforms.transforms import normalize_intensity  # noqa: E402
+
+APP_DIR = os.path.dirname(os.path.abspath(__file__))
+NAMES = {v: k for k, v in AAL_LABELS.items()}
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
+
+
+def find_studies(folder: str):
+    """(image path, label path) pairs: images in ``folder`` with a same-named file in labels/final."""
+    label_dir = os.path.join(folder, "labels", "final")
+    pairs = []
+    for name in sorted(os.listdir(folder)):
+        if name.lower().endswith(IMAGE_EXTENSIONS):
+            stem = name.split(".")[0]
+            matches = [f for f in sorted(os.listdir(label_dir)) if f.split(".")[0] == stem] if os.path.isdir(label_dir) else []
+            if matches:
+                pairs.append((os.path.join(folder, name), os.path.join(label_dir, matches[0])))
+    return pairs
+
+
+def load_pair(image_path: str, label_path: str):
+    loader = LoadImage(image_only=True)
+    image = np.asarray(loader(image_path), dtype=np.float32)
+    label = np.asarray(loader(label_path)).round().astype(np.int32)
+    if image.ndim == label.ndim + 1 and image.shape[-1] in (3, 4):  # RGB photo: channels first
+        image = np.moveaxis(image[..., :3], -1, 0)
+    if label.ndim == 3 and label.shape[-1] in (3, 4) and image.ndim == 3 and image.shape[0] == 3:
+        label = label[..., 0]
+    return image, label
+
+
+def select_values(label: np.ndarray, which: str):
+    present = [int(v) for v in np.unique(label) if v > 0]
+    if which == "held_out":
+        return [v for v in present if v in HELD_OUT_VALUES]
+    if which == "all":
+        return present
+    wanted = {int(v) for v in which.split(",")}
+    return [v for v in present if v in wanted]
+
+
+def samples(pairs, which: str, axes, per_structure: int, min_area: int):
+    """Yield (name, structure, image2d, mask2d)."""
+    for image_path, label_path in pairs:
+        image, label = load_pair(image_path, label_path)
+        base = os.path.basename(image_path).split(".")[0]
+        spatial = image.shape[1:] if image.ndim == label.ndim + 1 else image.shape
+        for value in select_values(label, which):
+            structure = NAMES.get(value, str(value)) if which != "all" or value in NAMES else str(value)
+            if len(spatial) == 2:
+                mask = label == value
+                if mask.sum() >= min_area:
+                    yield base, structure, image, mask
+                continue
+            for axis in axes:
+                areas = (label == value).sum(axis=tuple(a for a in range(3) if a != axis))
+                candidates = np.flatnonzero(areas >= min_area)
+                if candidates.size == 0:
+                    continue
+                picks = candidates[np.linspace(0, candidates.size - 1, min(per_structure, candidates.size)).round().astype(int)]
+                for index in sorted(set(picks.tolist())):
+                    yield (f"{base}_a{axis}_{index}", structure, np.take(image, index, axis=axis),
+                           np.take(label, index, axis=axis) == value)
+
+
+def make_segmenter(model: str, device: str, size: int):
+    if model == "grabcut":
+        return GrabCutSegmenter(), {"model": "grabcut"}
+    path = os.path.join(APP_DIR, "model", "pemed.pt") if model == "pemed" else model
+    finetuned = os.path.join(APP_DIR, "model", "pemed_finetuned.pt")
+    if model == "pemed" and os.path.exists(finetuned):
+        path = finetuned
+    network, meta = load_checkpoint(path, device)
+    return PredictorSegmenter(PEMEDPredictor(network, device, size)), {"model": path, "network": network.describe(),
+                                                                      "checkpoint_meta": meta}
+
+
+def plot(summary: dict, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = summary["dice_curve"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(range(1, len(curve) + 1), curve, marker="o", ms=3)
+    ax.axhline(0.9, ls="--", c="grey", lw=0.8)
+    ax.set(xlabel="clicks", ylabel="mean Dice", ylim=(0, 1), title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--studies", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-clicks", type=int, default=20)
+    p.add_argument("--axis", default="all", choices=["all", "0", "1", "2"])
+    p.add_argument("--labels", default="held_out", help="held_out, all, or comma-separated label values")
+    p.add_argument("--per-structure", type=int, default=3)
+    p.add_argument("--min-area", type=int, default=30)
+    p.add_argument("--max-samples", type=int, default=0)
+    p.add_argument("--modality", default="MR")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+
+    pairs = find_studies(args.studies)
+    if not pairs:
+        print(f"error: no labelled images in {args.studies}", file=sys.stderr)
+        return 2
+    segmenter, about = make_segmenter(args.model, args.device, args.size)
+    axes = [0, 1, 2] if args.axis == "all" else [int(args.axis)]
+    results = []
+    start = time.time()
+    for name, structure, image, mask in samples(pairs, args.labels, axes, args.per_structure, args.min_area):
+        results.append(run_protocol(segmenter, normalize_intensity(image, args.modality), mask, args.max_clicks,
+                                    name, structure))
+        if args.max_samples and len(results) >= args.max_samples:
+            break
+    if not results:
+        print("error: no samples matched (check --labels and --min-area)", file=sys.stderr)
+        return 2
+    summary = summarize(results, args.max_clicks)
+    summary.update({"studies": os.path.abspath(args.studies), "labels": args.labels, "axes": axes,
+                    "wall_time_s": round(time.time() - start, 1), "torch_threads": torch.get_num_threads(),
+                    "device": args.device, **about})
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=1)
+    plot(summary, os.path.splitext(args.out)[0] + ".png", f"{args.model} on {os.path.basename(os.path.normpath(args.studies))}")
+    print(json.dumps({k: summary[k] for k in ("n_samples", "noc85", "noc90", "noc85_iou", "noc90_iou", "dice_at",
+                                              "nof90", "jitter", "latency_ms")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from lib.checkpoint import load_checkpoint, save_checkpoint
+from lib.networks.pemed import ABLATIONS, PROMPT_CHANNELS, PALMInput, PALMOutput, PEMEDNet, TSIP, network_prompts
+
+
+@pytest.mark.parametrize("row", sorted(ABLATIONS))
+def test_every_ablation_row_runs_and_has_only_its_modules(row):
+    net = PEMEDNet(1, ABLATIONS[row]).eval()
+    out = net(torch.randn(2, 1 + PROMPT_CHANNELS, 96, 128))
+    assert out.shape == (2, 1, 96, 128)
+    m = ABLATIONS[row]
+    assert (net.palm_i is not None) == m.palm_i and (net.palm_o is not None) == m.palm_o
+    assert (net.tsip is not None) == m.tsip and net.self_loop == m.self_loop
+
+
+def test_three_channel_images_and_wrong_channel_count():
+    net = PEMEDNet(3).eval()
+    assert net(torch.randn(1, 3 + PROMPT_CHANNELS, 64, 64)).shape == (1, 1, 64, 64)
+    with pytest.raises(ValueError, match="input channels"):
+        net(torch.randn(1, 5, 64, 64))
+
+
+def test_palm_and_tsip_shapes():
+    pos, neg, prev = (torch.rand(2, 1, 128, 128) for _ in range(3))
+    e_p = PALMInput(32, 7, 4, 8)(pos, neg, prev)
+    assert e_p.shape == (2, 32, 32, 32)
+    f_i = torch.randn(2, 32, 32, 32)
+    assert PALMOutput(32, 8)(f_i, e_p).shape == (2, 32, 32, 32)
+    gate = TSIP()(torch.randn(2, 1, 128, 128))
+    assert gate.shape == (2, 1, 128, 128) and gate.min() > 0 and gate.max() < 1
+
+
+def test_tsip_reads_the_previous_logits():
+    torch.manual_seed(0)
+    net = PEMEDNet(1, ABLATIONS["tsip"]).eval()
+    image, maps = torch.randn(1, 1, 64, 64), torch.zeros(1, 2, 64, 64)
+    a = net(torch.cat([image, network_prompts(maps, torch.full((1, 1, 64, 64), -5.0))], 1))
+    b = net(torch.cat([image, network_prompts(maps, torch.full((1, 1, 64, 64), 5.0))], 1))
+    assert not torch.allclose(a, b)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = PEMEDNet(1, ABLATIONS["palm"]).eval()
+    path = str(tmp_path / "n.pt")
+    save_checkpoint(path, net, {"epoch": 3})
+    loaded, meta = load_checkpoint(path)
+    assert meta == {"epoch": 3} and loaded.switches == net.switches
+    x = torch.randn(1, 5, 64, 64)
+    assert torch.allclose(net(x), loaded(x))
+    torch.save({"something": 1}, str(tmp_path / "bad.pt"))
+    with pytest.raises(ValueError, match="not a PE-MED checkpoint"):
+        load_checkpoint(str(tmp_path / "bad.pt"))

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+import torch
+
+from lib.checkpoint import load_checkpoint
+from lib.predictor import Letterbox, PEMEDPredictor
+from lib.prompts.clicks import Click
+
+
+def test_letterbox_maps_clicks_and_images_consistently():
+    box = Letterbox(100, 50, 256)
+    assert box.inner == (256, 128) and box.offset == (0, 64)
+    assert box.to_network(Click(0, 0, True)) == Click(1, 65, True)
+    img = torch.zeros(1, 1, 100, 50)
+    img[0, 0, 40:60, 10:20] = 1
+    back = box.network_to_image(box.image_to_network(img))
+    assert back.shape == img.shape and torch.allclose(back, img, atol=0.3)
+
+
+def test_predictor_self_loop_and_state(tiny_checkpoint):
+    net, _ = load_checkpoint(tiny_checkpoint)
+    p = PEMEDPredictor(net, "cpu", 128)
+    p.set_image(np.random.rand(90, 70))
+    first = p.predict([Click(40, 30, True)])
+    assert first.probability.shape == (90, 70) and first.logits.shape == (1, 1, 128, 128)
+    assert "self_loop_ms" in first.timings_ms
+    second = p.predict([Click(40, 30, True), Click(10, 10, False)], first.logits)
+    assert "self_loop_ms" not in second.timings_ms
+    with pytest.raises(ValueError, match="outside"):
+        p.predict([Click(90, 0, True)])
+    with pytest.raises(ValueError, match="at least one click"):
+        p.predict([])
+    p.set_image(np.random.rand(3, 40, 40))  # an RGB image on a 1-channel network becomes grey
+    assert p.image.shape == (1, 1, 128, 128)

@@ -1,0 +1,152 @@
+"""End to end: `monailabel start_server --app apps/pemed` on 127.0.0.1, clicks through the
+MONAILabelClient (what the 3D Slicer module uses) and over raw HTTP, bad requests answered with 4xx."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+
+from conftest import APP_DIR, MRICRON, write_nifti
+
+BUNDLED = os.path.join(APP_DIR, "model", "pemed.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("e2e")
+    app = root / "app"
+    shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("*_run", "__pycache__", "pemed_finetuned.pt"))
+    if not os.path.exists(app / "model" / "pemed.pt"):
+        os.makedirs(app / "model", exist_ok=True)
+        shutil.copy(tiny_checkpoint, app / "model" / "pemed.pt")
+    studies = root / "studies"
+    if os.path.exists(os.path.join(MRICRON, "aal.nii.gz")):
+        os.makedirs(studies / "labels" / "final")
+        shutil.copy(os.path.join(MRICRON, "ch2bet.nii.gz"), studies / "ch2bet.nii.gz")
+        shutil.copy(os.path.join(MRICRON, "aal.nii.gz"), studies / "labels" / "final" / "ch2bet.nii.gz")
+    else:
+        label = np.zeros((64, 64, 20), np.int16)
+        label[20:40, 25:45, 5:15] = 77
+        write_nifti(str(studies / "ch2bet.nii.gz"), 50 + 100 * (label > 0) + np.random.rand(*label.shape))
+        write_nifti(str(studies / "labels" / "final" / "ch2bet.nii.gz"), label, np.int16)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(["monailabel", "start_server", "--app", str(app), "--studies", str(studies),
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        for _ in range(180):
+            try:
+                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("server did not start in time")
+        if proc.poll() is not None:
+            pytest.fail("server exited:\n" + open(root / "server.log").read()[-3000:])
+        yield {"url": url, "studies": studies, "proc": proc}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def structure_click(studies, value=77, axis=2):
+    """The voxel of the Thalamus_L (AAL 77) farthest from its boundary on its largest axial slice."""
+    from scipy import ndimage
+
+    label = np.asanyarray(nib.load(str(studies / "labels" / "final" / "ch2bet.nii.gz")).dataobj)
+    mask = label == value
+    z = int(np.argmax(mask.sum(axis=(0, 1))))
+    dt = ndimage.distance_transform_edt(mask[:, :, z])
+    x, y = np.unravel_index(int(np.argmax(dt)), dt.shape)
+    return [int(x), int(y), z], mask
+
+
+def test_info_lists_the_task_and_labels(server):
+    info = requests.get(f"{server['url']}/info/", timeout=10).json()
+    assert info["models"]["pemed"]["type"] == "deepgrow"
+    assert info["labels"]["Thalamus_L"] == 77 and "pemed" in info["trainers"]
+
+
+def test_clicks_through_the_slicer_client(server, tmp_path):
+    from monailabel.client import MONAILabelClient
+
+    click, mask = structure_click(server["studies"])
+    client = MONAILabelClient(server["url"], tmpdir=str(tmp_path))
+    out_file, params = client.infer("pemed", "ch2bet", {"foreground": [click], "background": [], "label": "Thalamus_L",
+                                                        "reset_state": True})
+    result = np.asanyarray(nib.load(out_file).dataobj)
+    assert result.shape == mask.shape
+    z = click[2]
+    assert result[click[0], click[1], z] == 1  # the clicked voxel is in the mask
+    others = np.delete(result, z, axis=2)
+    assert others.sum() == 0  # only the clicked slice is filled
+    assert params["slice"] == z and params["steps_run"] == 1 and "self_loop_ms" in params["timings_ms"]
+
+
+def test_raw_http_session_continues_and_resets(server):
+    click, _ = structure_click(server["studies"])
+    away = [click[0] + 25, click[1], click[2]]
+    url = f"{server['url']}/infer/pemed?image=ch2bet&output=json"
+
+    def post(params):
+        r = requests.post(url, files={"params": (None, json.dumps(params))}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    first = post({"foreground": [click], "background": [], "label": "raw", "reset_state": True})
+    second = post({"foreground": [click], "background": [away], "label": "raw"})
+    assert first["steps_run"] == 1 and second["steps_run"] == 1 and second["clicks"] == 2
+    assert "self_loop_ms" not in second["timings_ms"]  # the session continued from the first click
+    again = post({"foreground": [click], "background": [away], "label": "raw", "reset_state": True})
+    assert again["steps_run"] == 2
+
+
+@pytest.mark.parametrize("image,params,status,words", [
+    ("ch2bet", {"foreground": [[5000, 1, 1]]}, 400, "outside the image"),
+    ("ch2bet", {"foreground": [], "background": []}, 400, "no clicks"),
+    ("ch2bet", {"foreground": [[1, 2]]}, 400, "3 numbers"),
+    ("ch2bet", {"foreground": "middle"}, 400, "list of"),
+    ("ch2bet", {"foreground": [[10, 10, 10]], "slice": 11}, 400, "no click lies on slice"),
+    ("no_such_image", {"foreground": [[1, 1, 1]]}, 404, "unknown image"),
+])
+def test_bad_requests_get_clear_4xx(server, image, params, status, words):
+    r = requests.post(f"{server['url']}/infer/pemed?image={image}&output=json",
+                      files={"params": (None, json.dumps(params))}, timeout=30)
+    assert r.status_code == status and words in r.json()["detail"], r.text
+
+
+def test_malformed_params_unknown_model_and_corrupt_upload(server, tmp_path):
+    base = server["url"]
+    r = requests.post(f"{base}/infer/pemed?image=ch2bet", files={"params": (None, "{not json")}, timeout=30)
+    assert r.status_code == 400 and "JSON" in r.json()["detail"]
+    r = requests.post(f"{base}/infer/nomodel?image=ch2bet", files={"params": (None, "{}")}, timeout=30)
+    assert r.status_code == 404 and "unknown model" in r.json()["detail"]
+    corrupt = tmp_path / "broken.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b this is not a nifti file")
+    r = requests.post(f"{base}/infer/pemed?output=json", files={"params": (None, json.dumps({"foreground": [[1, 1, 1]]})),
+                                                                 "file": ("broken.nii.gz", open(corrupt, "rb"))}, timeout=30)
+    assert r.status_code == 422 and "cannot read image" in r.json()["detail"]
+    # ... and the server keeps serving
+    assert requests.get(f"{base}/info/", timeout=10).status_code == 200
+    assert server["proc"].poll() is None

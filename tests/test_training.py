@@ -28,3 +28,14 @@ def test_trainer_defaults_and_click_simulation(studies_2d, tmp_path):
     task = PEMEDTrain(str(tmp_path), PEMEDNet(1), str(tmp_path / "p.pt"), size=64, tracking=None)
     assert isinstance(task.train_iteration_update(None), ClickSimulation)
     assert task.config()["max_epochs"] == 20 and task.config()["train_batch_size"] == 8
+
+
+def test_ablation_table_from_one_command(studies_2d, tmp_path):
+    import ablation
+
+    rc = ablation.main(["--train", studies_2d, "--eval", studies_2d, "--out", str(tmp_path), "--rows", "baseline,all",
+                        "--epochs", "1", "--batch", "6", "--size", "64", "--labels", "all", "--max-clicks", "3",
+                        "--per-structure", "1"])
+    assert rc == 0
+    text = open(tmp_path / "ablation.md").read()
+    assert "| baseline |" in text and "| all |" in text and "| grabcut |" in text

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# PE-MED Label: set up a fresh machine and start the app on the bundled sample, or run the tests.
+#   ./run.sh start   venv + system packages + sample data, then the MONAI Label server on 127.0.0.1:8000
+#   ./run.sh test    the same set-up, then the test suite
+#   ./run.sh setup   set-up only
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV=${PEMED_VENV:-$ROOT/.venv}
+PORT=${PEMED_PORT:-8000}
+PY=${PYTHON:-python3}
+
+setup_system() {
+  if [ ! -f /usr/share/mricron/templates/aal.nii.gz ]; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mricron-data >/dev/null
+  fi
+}
+
+setup_venv() {
+  local stamp="$VENV/.requirements-$(sha1sum requirements.txt | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -r requirements.txt
+    touch "$stamp"
+  fi
+}
+
+setup_sample() {
+  [ -f datasets/sample/labels.json ] || "$VENV/bin/python" datasets/build_sample.py --out datasets/sample
+}
+
+setup() {
+  setup_system
+  setup_venv
+  setup_sample
+  [ -f apps/pemed/model/pemed.pt ] || { echo "apps/pemed/model/pemed.pt is missing: see apps/pemed/model/MODEL_CARD.md to train it" >&2; exit 1; }
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  start)
+    setup
+    export PATH="$VENV/bin:$PATH"
+    exec monailabel start_server --app apps/pemed --studies datasets/sample/volumes --host 127.0.0.1 --port "$PORT"
+    ;;
+  test)
+    setup
+    shift
+    exec "$VENV/bin/python" -m pytest "$@"
+    ;;
+  *) echo "usage: $0 start|test|setup" >&2; exit 2 ;;
+esac

@@ -52,3 +52,16 @@ def test_checkpoint_round_trip(tmp_path):
     torch.save({"something": 1}, str(tmp_path / "bad.pt"))
     with pytest.raises(ValueError, match="not a PE-MED checkpoint"):
         load_checkpoint(str(tmp_path / "bad.pt"))
+
+
+def test_folded_decoder_equals_the_textbook_decoder():
+    from lib.networks.mit import MLPDecoder
+
+    torch.manual_seed(0)
+    dec = MLPDecoder((32, 64, 160, 256), 64).eval()
+    feats = [torch.randn(2, c, 32 // 2 ** i, 32 // 2 ** i) for i, c in enumerate((32, 64, 160, 256))]
+    with torch.no_grad():
+        assert torch.allclose(dec(feats), dec.forward_reference(feats), atol=1e-4)
+    dec.train()
+    a, b = dec(feats), dec.forward_reference(feats)
+    assert torch.allclose(a, b, atol=1e-4)  # BatchNorm in training mode sees the same fused map

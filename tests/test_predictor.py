@@ -32,3 +32,16 @@ def test_predictor_self_loop_and_state(tiny_checkpoint):
         p.predict([])
     p.set_image(np.random.rand(3, 40, 40))  # an RGB image on a 1-channel network becomes grey
     assert p.image.shape == (1, 1, 128, 128)
+
+
+def test_traced_predictor_matches_the_eager_network(tiny_checkpoint):
+    net, _ = load_checkpoint(tiny_checkpoint)
+    image = np.random.default_rng(0).random((70, 90))
+    clicks = [Click(30, 40, True), Click(5, 5, False)]
+    outs = []
+    for trace in (False, True):
+        p = PEMEDPredictor(net, "cpu", 128, trace=trace)
+        p.set_image(image)
+        first = p.predict(clicks[:1])
+        outs.append(p.predict(clicks, first.logits).probability)
+    assert np.abs(outs[0] - outs[1]).max() < 1e-3

@@ -13,6 +13,8 @@ import logging
 import os
 from typing import Optional
 
+import torch
+
 from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
@@ -59,5 +61,6 @@ class PEMED(TaskConfig):
             modality=self.modality,
             exclude_labels=HELD_OUT_VALUES,
             config={"max_epochs": 5},
+            amp=torch.cuda.is_available(),
             tracking=None,
         )

@@ -50,7 +50,7 @@ class ClickSimulation:
         passes = (1 if self.self_loop else 0) + rounds
         if passes:
             network.eval()
-            with torch.no_grad(), torch.autocast(device.type, enabled=bool(getattr(engine, "amp", False))):
+            with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda" and bool(getattr(engine, "amp", False))):
                 for i in range(passes):
                     prev_logits = network(self._inputs(image, clicks, prev_logits)).float()
                     if self.self_loop and i == 0:

@@ -35,7 +35,10 @@ class PEMEDTrain(BasicTrainTask):
         self.pemed_publish_path = publish_path
         kwargs.setdefault("config", {})
         kwargs["config"] = {"max_epochs": 20, "train_batch_size": 8, "val_batch_size": 8, "val_split": 0.1,
-                            "dataset": "CacheDataset", "dataloader": "ThreadDataLoader", **kwargs["config"]}
+                            "dataset": "CacheDataset", "dataloader": "ThreadDataLoader",
+                            # MLflow 3 refuses MONAI Label's default file store: tracking is opt-in
+                            # (request {"tracking": "mlflow", "tracking_uri": "sqlite:///..."}).
+                            "tracking": "None", **kwargs["config"]}
         super().__init__(model_dir, description, **kwargs)
 
     def network(self, context: Context):

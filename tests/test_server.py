@@ -150,3 +150,31 @@ def test_malformed_params_unknown_model_and_corrupt_upload(server, tmp_path):
     # ... and the server keeps serving
     assert requests.get(f"{base}/info/", timeout=10).status_code == 200
     assert server["proc"].poll() is None
+
+
+def test_a_2d_slice_uploaded_as_a_file(server, tmp_path):
+    from monailabel.client import MONAILabelClient
+
+    volume = nib.load(str(server["studies"] / "ch2bet.nii.gz"))
+    click, _ = structure_click(server["studies"])
+    slice_path = tmp_path / "slice.nii.gz"
+    nib.save(nib.Nifti1Image(np.asanyarray(volume.dataobj)[:, :, click[2]].astype(np.float32), np.eye(4)), str(slice_path))
+    client = MONAILabelClient(server["url"], tmpdir=str(tmp_path))
+    out_file, params = client.infer("pemed", "", {"foreground": [click[:2]], "background": []}, file=str(slice_path))
+    result = np.asanyarray(nib.load(out_file).dataobj)
+    assert result.shape == volume.shape[:2] and result[click[0], click[1]] == 1
+    assert params["axis"] is None
+
+
+def test_training_in_the_server_publishes_a_finetuned_model(server):
+    base = server["url"]
+    r = requests.post(f"{base}/train/pemed?run_sync=true", json={"max_epochs": 1, "train_batch_size": 2,
+                                                                 "val_batch_size": 2, "device": "cpu"}, timeout=600)
+    assert r.status_code == 200, r.text
+    assert r.json()["total_epochs"] == 1
+    app_model = server["studies"].parent / "app" / "model" / "pemed_finetuned.pt"
+    assert app_model.exists()
+    click, _ = structure_click(server["studies"])
+    r = requests.post(f"{base}/infer/pemed?image=ch2bet&output=json",
+                      files={"params": (None, json.dumps({"foreground": [click], "reset_state": True}))}, timeout=60)
+    assert r.status_code == 200 and r.json()["foreground_pixels"] > 0

@@ -22,7 +22,7 @@ def test_predictor_self_loop_and_state(tiny_checkpoint):
     p = PEMEDPredictor(net, "cpu", 128)
     p.set_image(np.random.rand(90, 70))
     first = p.predict([Click(40, 30, True)])
-    assert first.probability.shape == (90, 70) and first.logits.shape == (1, 1, 128, 128)
+    assert first.probability.shape == (90, 70) and first.logits.shape == (1, 1, 90, 70)
     assert "self_loop_ms" in first.timings_ms
     second = p.predict([Click(40, 30, True), Click(10, 10, False)], first.logits)
     assert "self_loop_ms" not in second.timings_ms
@@ -31,7 +31,7 @@ def test_predictor_self_loop_and_state(tiny_checkpoint):
     with pytest.raises(ValueError, match="at least one click"):
         p.predict([])
     p.set_image(np.random.rand(3, 40, 40))  # an RGB image on a 1-channel network becomes grey
-    assert p.image.shape == (1, 1, 128, 128)
+    assert p.image.shape == (1, 1, 40, 40)
 
 
 def test_traced_predictor_matches_the_eager_network(tiny_checkpoint):
@@ -45,3 +45,19 @@ def test_traced_predictor_matches_the_eager_network(tiny_checkpoint):
         first = p.predict(clicks[:1])
         outs.append(p.predict(clicks, first.logits).probability)
     assert np.abs(outs[0] - outs[1]).max() < 1e-3
+
+
+def test_zoom_in_box_covers_the_mask_and_clicks(tiny_checkpoint):
+    net, _ = load_checkpoint(tiny_checkpoint)
+    p = PEMEDPredictor(net, "cpu", 64, trace=False, zoom_in=True, zoom_expand=1.4, zoom_min=0.2)
+    p.set_image(np.random.rand(100, 120))
+    assert p.region([Click(5, 5, True)], None) == Letterbox(100, 120, 64)  # first click: whole image
+    prev = torch.full((1, 1, 100, 120), -5.0)
+    prev[..., 40:50, 60:70] = 5.0
+    box = p.region([Click(45, 65, True), Click(30, 65, False)], prev)
+    assert box.top <= 30 and box.top + box.height > 49 and box.left <= 60 and box.left + box.width > 69
+    assert box.height < 100 and box.width < 120
+    out = p.predict([Click(45, 65, True), Click(30, 65, False)], prev)
+    outside = np.ones((100, 120), bool)
+    outside[box.top:box.top + box.height, box.left:box.left + box.width] = False
+    assert np.allclose(out.logits[0, 0].numpy()[outside], -5.0)  # untouched outside the box

@@ -92,7 +92,7 @@ def samples(pairs, which: str, axes, per_structure: int, min_area: int):
                            np.take(label, index, axis=axis) == value)
 
 
-def make_segmenter(model: str, device: str, size: int):
+def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False):
     if model == "grabcut":
         return GrabCutSegmenter(), {"model": "grabcut"}
     path = os.path.join(APP_DIR, "model", "pemed.pt") if model == "pemed" else model
@@ -100,8 +100,9 @@ def make_segmenter(model: str, device: str, size: int):
     if model == "pemed" and os.path.exists(finetuned):
         path = finetuned
     network, meta = load_checkpoint(path, device)
-    return PredictorSegmenter(PEMEDPredictor(network, device, size)), {"model": path, "network": network.describe(),
-                                                                      "checkpoint_meta": meta}
+    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in)
+    return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), "zoom_in": zoom_in,
+                                           "checkpoint_meta": meta}
 
 
 def plot(summary: dict, path: str, title: str) -> None:
@@ -135,13 +136,14 @@ def main(argv=None) -> int:
     p.add_argument("--modality", default="MR")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--zoom-in", action="store_true", help="PE-MED: look at a box around the mask after the first click")
     args = p.parse_args(argv)
 
     pairs = find_studies(args.studies)
     if not pairs:
         print(f"error: no labelled images in {args.studies}", file=sys.stderr)
         return 2
-    segmenter, about = make_segmenter(args.model, args.device, args.size)
+    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in)
     axes = [0, 1, 2] if args.axis == "all" else [int(args.axis)]
     results = []
     start = time.time()

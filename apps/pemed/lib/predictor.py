@@ -1,9 +1,10 @@
 """Run a PE-MED network on one 2D image and a list of clicks, outside of any server.
 
-The image is letterboxed to the network size (longest side resized to ``size``, then padded
-symmetrically, as the training transforms do), clicks are mapped into that frame, and the output
-is mapped back. The caller keeps the previous logits (``Prediction.logits``, network frame) and
-passes them to the next call: that is what TSIP and the previous-mask channel read.
+The region the network sees (the whole image, or with zoom-in a box around the previous mask and
+the clicks, as RITM does) is letterboxed to the network size: longest side resized to ``size``, then
+padded symmetrically, as the training transforms do. Clicks are mapped into that frame and the output
+back into the image frame. The caller keeps the previous logits (``Prediction.logits``, image frame)
+and passes them to the next call: TSIP and the previous-mask channel read them.
 """
 
 import time
@@ -18,14 +19,18 @@ import torch.nn.functional as F
 from .networks.pemed import PROMPT_CHANNELS, PEMEDNet, network_prompts
 from .prompts.clicks import Click, disk_maps
 
+BACKGROUND_LOGIT = -20.0  # previous logits where the network has not looked (padding, outside the zoom box)
+
 
 @dataclass
 class Letterbox:
-    """Geometry of one image in the network frame."""
+    """Geometry of one image region (``height`` x ``width`` at ``top``, ``left``) in the network frame."""
 
     height: int
     width: int
     size: int
+    top: int = 0
+    left: int = 0
 
     @property
     def scale(self) -> float:
@@ -42,18 +47,22 @@ class Letterbox:
 
     def to_network(self, click: Click) -> Click:
         (oy, ox), (h, w) = self.offset, self.inner
-        row = min(h - 1, int((click.row + 0.5) * h / self.height))
-        col = min(w - 1, int((click.col + 0.5) * w / self.width))
+        row = min(h - 1, int((click.row - self.top + 0.5) * h / self.height))
+        col = min(w - 1, int((click.col - self.left + 0.5) * w / self.width))
         return Click(row + oy, col + ox, click.positive)
 
-    def image_to_network(self, image: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, size, size)."""
+    def contains(self, click: Click) -> bool:
+        return self.top <= click.row < self.top + self.height and self.left <= click.col < self.left + self.width
+
+    def image_to_network(self, image: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """(B, C, H_image, W_image) -> the region as (B, C, size, size), padded with ``fill``."""
         (oy, ox), (h, w) = self.offset, self.inner
-        x = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)
-        return F.pad(x, (ox, self.size - w - ox, oy, self.size - h - oy))
+        region = image[..., self.top:self.top + self.height, self.left:self.left + self.width]
+        x = F.interpolate(region, size=(h, w), mode="bilinear", align_corners=False)
+        return F.pad(x, (ox, self.size - w - ox, oy, self.size - h - oy), value=fill)
 
     def network_to_image(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, size, size) -> (B, C, H, W)."""
+        """(B, C, size, size) -> the region, (B, C, height, width)."""
         (oy, ox), (h, w) = self.offset, self.inner
         return F.interpolate(x[..., oy:oy + h, ox:ox + w], size=(self.height, self.width), mode="bilinear",
                              align_corners=False)
@@ -62,7 +71,7 @@ class Letterbox:
 @dataclass
 class Prediction:
     probability: np.ndarray  # (H, W) in the image frame
-    logits: torch.Tensor  # (1, 1, size, size) in the network frame, the state for the next click
+    logits: torch.Tensor  # (1, 1, H, W) in the image frame, the state for the next click
     timings_ms: Dict[str, float] = field(default_factory=dict)
 
     def mask(self, threshold: float = 0.5) -> np.ndarray:
@@ -72,14 +81,20 @@ class Prediction:
 class PEMEDPredictor:
     """``trace=True`` runs a TorchScript trace of the network, frozen for inference: the input shape
     is fixed here (1 x C x size x size), and freezing folds and fuses operators, which made a click
-    about 1.6x faster on a 2-core CPU (benchmarks/latency.py)."""
+    about 1.6x faster on a 2-core CPU (benchmarks/latency.py).
 
-    def __init__(self, network: PEMEDNet, device: str = "cpu", size: int = 256, trace: bool = True):
+    ``zoom_in``: after the first click, the network sees the bounding box of the previous mask and
+    the clicks, grown by ``zoom_expand`` and at least ``zoom_min`` of the image's longer side, so a
+    small structure is segmented at a higher resolution (RITM's ZoomIn).
+    """
+
+    def __init__(self, network: PEMEDNet, device: str = "cpu", size: int = 256, trace: bool = True,
+                 zoom_in: bool = False, zoom_expand: float = 1.4, zoom_min: float = 0.4):
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.size = size
-        self.box: Optional[Letterbox] = None
-        self.image: Optional[torch.Tensor] = None
+        self.zoom_in, self.zoom_expand, self.zoom_min = zoom_in, zoom_expand, zoom_min
+        self.image: Optional[torch.Tensor] = None  # (1, C, H, W), image frame
         self.run = self.network
         if trace:
             example = torch.zeros(1, network.in_channels + PROMPT_CHANNELS, size, size, device=self.device)
@@ -88,6 +103,10 @@ class PEMEDPredictor:
                 self.run = torch.jit.freeze(torch.jit.trace(self.network, example))
                 for _ in range(3):  # the first calls of a frozen graph optimise it
                     self.run(example)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return tuple(self.image.shape[-2:])
 
     def set_image(self, image: np.ndarray) -> None:
         """``image``: (H, W) or (C, H, W), intensities already normalised to about [0, 1]."""
@@ -104,13 +123,27 @@ class PEMEDPredictor:
                 image = np.repeat(image, c, axis=0)
             else:
                 raise ValueError(f"the network takes {c} channels, the image has {image.shape[0]}")
-        self.box = Letterbox(image.shape[1], image.shape[2], self.size)
-        with torch.no_grad():
-            self.image = self.box.image_to_network(torch.from_numpy(image)[None].to(self.device))
+        self.image = torch.from_numpy(image)[None].to(self.device)
 
-    def _forward(self, maps: torch.Tensor, prev_logits: Optional[torch.Tensor]) -> torch.Tensor:
-        x = torch.cat([self.image, network_prompts(maps[None], prev_logits)], dim=1)
-        return self.run(x)
+    def region(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor]) -> Letterbox:
+        """The whole image, or with zoom-in the box around the previous mask and the clicks."""
+        h, w = self.shape
+        if not self.zoom_in or prev_logits is None:
+            return Letterbox(h, w, self.size)
+        fg = (prev_logits[0, 0] > 0).cpu().numpy()
+        rows = [c.row for c in clicks] + ([int(r) for r in np.flatnonzero(fg.any(1))[[0, -1]]] if fg.any() else [])
+        cols = [c.col for c in clicks] + ([int(c) for c in np.flatnonzero(fg.any(0))[[0, -1]]] if fg.any() else [])
+        minimum = self.zoom_min * max(h, w)
+
+        def span(lo, hi, limit):
+            length = int(round(min(limit, max(minimum, (hi - lo + 1) * self.zoom_expand))))
+            start = int(round((lo + hi) / 2 - length / 2))
+            start = min(max(0, start), limit - length)
+            return start, length
+
+        top, height = span(min(rows), max(rows), h)
+        left, width = span(min(cols), max(cols), w)
+        return Letterbox(height, width, self.size, top, left)
 
     @torch.no_grad()
     def predict(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor] = None) -> Prediction:
@@ -119,23 +152,29 @@ class PEMEDPredictor:
             raise RuntimeError("call set_image first")
         if not clicks:
             raise ValueError("at least one click is needed")
+        h, w = self.shape
         for c in clicks:
-            if not (0 <= c.row < self.box.height and 0 <= c.col < self.box.width):
-                raise ValueError(f"click ({c.row}, {c.col}) lies outside the {self.box.height}x{self.box.width} image")
+            if not (0 <= c.row < h and 0 <= c.col < w):
+                raise ValueError(f"click ({c.row}, {c.col}) lies outside the {h}x{w} image")
         timings = {}
         t0 = time.perf_counter()
-        maps = disk_maps([self.box.to_network(c) for c in clicks], (self.size, self.size), device=self.device)
-        first = prev_logits is None
-        prev = None if first else prev_logits.to(self.device).float()
+        prev = None if prev_logits is None else prev_logits.to(self.device).float()
+        box = self.region(clicks, prev)
+        maps = disk_maps([box.to_network(c) for c in clicks if box.contains(c)], (self.size, self.size), device=self.device)
+        image = box.image_to_network(self.image)
+        prev_net = None if prev is None else box.image_to_network(prev, fill=BACKGROUND_LOGIT)
         t1 = time.perf_counter()
-        logits = self._forward(maps, prev)
+        logits = self.run(torch.cat([image, network_prompts(maps[None], prev_net)], dim=1))
         t2 = time.perf_counter()
         timings["clicks_ms"] = (t1 - t0) * 1e3
         timings["network_ms"] = (t2 - t1) * 1e3
-        if first and self.network.self_loop:
-            logits = self._forward(maps, logits)  # Self-Loop: M0 fed back as the previous mask
+        if prev is None and self.network.self_loop:
+            # Self-Loop: M0 fed back as the previous mask with the same clicks
+            logits = self.run(torch.cat([image, network_prompts(maps[None], logits)], dim=1))
             timings["self_loop_ms"] = (time.perf_counter() - t2) * 1e3
         t3 = time.perf_counter()
-        prob = torch.sigmoid(self.box.network_to_image(logits))[0, 0].cpu().numpy()
+        full = prev.clone() if prev is not None else torch.full((1, 1, h, w), BACKGROUND_LOGIT, device=self.device)
+        full[..., box.top:box.top + box.height, box.left:box.left + box.width] = box.network_to_image(logits)
+        prob = torch.sigmoid(full)[0, 0].cpu().numpy()
         timings["resample_ms"] = (time.perf_counter() - t3) * 1e3
-        return Prediction(prob, logits, timings)
+        return Prediction(prob, full, timings)

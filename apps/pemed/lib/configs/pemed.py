@@ -3,6 +3,8 @@
 conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_modality   MR (default) or CT: the intensity normalisation
     pemed_size       network input size (default 256)
+    pemed_zoom_in    true to segment later clicks in a box around the mask (default false: the
+                     bundled model was trained on whole slices and measured worse with it)
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
 The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt,
@@ -34,6 +36,7 @@ class PEMED(TaskConfig):
         self.labels = dict(AAL_LABELS)
         self.modality = conf.get("pemed_modality", "MR")
         self.size = int(conf.get("pemed_size", 256))
+        self.zoom_in = str(conf.get("pemed_zoom_in", "false")).lower() == "true"
         self.bundled_path = os.path.join(model_dir, "pemed.pt")
         self.finetuned_path = os.path.join(model_dir, "pemed_finetuned.pt")
         self.path = [self.bundled_path, self.finetuned_path]
@@ -47,7 +50,7 @@ class PEMED(TaskConfig):
         return existing[-1] if existing else None
 
     def infer(self) -> InferTask:
-        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size)
+        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, zoom_in=self.zoom_in)
 
     def trainer(self) -> Optional[TrainTask]:
         start = self.newest_checkpoint()

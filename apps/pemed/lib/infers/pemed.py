@@ -97,12 +97,14 @@ def parse_points(value: Any, name: str, ndim: int) -> List[Tuple[int, ...]]:
 
 class PEMEDInfer(BasicInferTask):
     def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = "MR", size: int = 256,
+                 zoom_in: bool = False,
                  description: str = "PE-MED interactive segmentation: click inside (foreground) or outside (background)",
                  session_ttl_s: float = 1800.0, max_sessions: int = 64):
         super().__init__(path=list(path), network=None, type=InferType.DEEPGROW, labels=labels, dimension=2,
                          description=description, config={"axis": 2, "reset_state": False})
         self.modality = modality
         self.size = size
+        self.zoom_in = zoom_in
         self.sessions = SessionStore(session_ttl_s, max_sessions)
         self.images = ImageCache()
         self._predictors: Dict[str, Tuple[PEMEDPredictor, float, str]] = {}
@@ -130,7 +132,7 @@ class PEMEDInfer(BasicInferTask):
         if cached is None or cached[1] != mtime or cached[2] != path:
             network, meta = load_checkpoint(path, device)
             logger.info(f"PE-MED loaded {path} on {device}: {meta}")
-            cached = (PEMEDPredictor(network, device, self.size), mtime, path)
+            cached = (PEMEDPredictor(network, device, self.size, zoom_in=self.zoom_in), mtime, path)
             self._predictors[device] = cached
         return cached[0]
 
@@ -190,7 +192,7 @@ class PEMEDInfer(BasicInferTask):
 
             logits, steps = session.advance(ordered, step)
             t_net = time.perf_counter()
-            prob = torch.sigmoid(predictor.box.network_to_image(logits.float().to(predictor.device)))[0, 0].cpu().numpy()
+            prob = torch.sigmoid(logits.float())[0, 0].numpy()
         mask = (prob > 0.5).astype(np.uint8)
 
         spatial = array.shape[1:] if is_rgb else array.shape

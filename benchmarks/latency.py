@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
+from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.predictor import PEMEDPredictor  # noqa: E402
 from lib.prompts.clicks import Click, next_eval_click  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
@@ -90,7 +90,7 @@ def in_process(checkpoint, repeats, size=256):
         t = time.perf_counter()
         predictor.predict([first, second], out.logits)
         later_ms.append((time.perf_counter() - t) * 1e3)
-    x = torch.cat([predictor.image, torch.zeros(1, 4, size, size)], dim=1)
+    x = torch.cat([predictor.region([first], None).image_to_network(predictor.image), torch.zeros(1, 4, size, size)], dim=1)
     return {
         "slice_shape": list(image.shape), "network_input": [size, size], "modules": network.describe()["modules"],
         "first_click_ms_p50": round(float(np.median(first_ms)), 2),
@@ -112,59 +112,39 @@ def rss_mb(pid):
 
 
 def through_server(checkpoint, clicks=20):
-    import requests
+    """A click session over HTTP with MONAILabelClient (the client 3D Slicer's module uses)."""
+    from monailabel.client import MONAILabelClient
 
     work = tempfile.mkdtemp(prefix="pemed_bench_")
-    app = os.path.join(work, "app")
-    shutil.copytree(os.path.join(ROOT, "apps", "pemed"), app, ignore=shutil.ignore_patterns("*_run", "__pycache__"))
-    shutil.copy(checkpoint, os.path.join(app, "model", "pemed.pt"))
-    studies = os.path.join(work, "studies")
-    os.makedirs(os.path.join(studies, "labels", "final"))
-    shutil.copy(os.path.join(MRICRON, "ch2bet.nii.gz"), os.path.join(studies, "ch2bet.nii.gz"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    log = open(os.path.join(work, "server.log"), "w")
-    proc = subprocess.Popen(["monailabel", "start_server", "--app", app, "--studies", studies, "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(180):
-            try:
-                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
+        app = copy_app(os.path.join(work, "app"), checkpoint)
+        studies = os.path.join(work, "studies")
+        os.makedirs(studies)
+        shutil.copy(os.path.join(MRICRON, "ch2bet.nii.gz"), os.path.join(studies, "ch2bet.nii.gz"))
+        with LocalServer(app, studies, os.path.join(work, "server.log")) as server:
+            client = MONAILabelClient(server.url, tmpdir=work)
+            _, label, z = sample_slice()
+            gt = label[:, :, z] == 77
+            session, pred, wall = [], np.zeros_like(gt), []
+            for _ in range(clicks):
+                c = next_eval_click(gt, pred, session)
+                if c is None:
                     break
-            except requests.ConnectionError:
-                time.sleep(1)
-        _, label, z = sample_slice()
-        gt = label[:, :, z] == 77
-        session, pred, wall, steps = [], np.zeros_like(gt), [], []
-        for _ in range(clicks):
-            c = next_eval_click(gt, pred, session)
-            if c is None:
-                break
-            session.append(c)
-            params = {"foreground": [[k.row, k.col, z] for k in session if k.positive],
-                      "background": [[k.row, k.col, z] for k in session if not k.positive], "label": "bench"}
-            t = time.perf_counter()
-            r = requests.post(f"{url}/infer/pemed?image=ch2bet", files={"params": (None, json.dumps(params))}, timeout=120)
-            wall.append((time.perf_counter() - t) * 1e3)
-            r.raise_for_status()
-            # multipart reply: the label file follows the params part
-            with tempfile.NamedTemporaryFile(suffix=".nii.gz") as f:
-                body = r.content
-                start = body.find(b"\x1f\x8b")
-                f.write(body[start:body.rfind(b"\r\n--")])
-                f.flush()
-                pred = np.asanyarray(nib.load(f.name).dataobj)[:, :, z] > 0
+                session.append(c)
+                params = {"foreground": [[k.row, k.col, z] for k in session if k.positive],
+                          "background": [[k.row, k.col, z] for k in session if not k.positive], "label": "bench"}
+                t = time.perf_counter()
+                out_file, _ = client.infer("pemed", "ch2bet", params)
+                wall.append((time.perf_counter() - t) * 1e3)
+                pred = np.asanyarray(nib.load(out_file).dataobj)[:, :, z] > 0
+                os.remove(out_file)
+            rss = rss_mb(server.proc.pid)
         return {"requests": len(wall), "first_request_ms": round(wall[0], 1),
                 "later_requests_ms_p50": round(float(np.median(wall[1:])), 1),
                 "later_requests_ms_p90": round(float(np.percentile(wall[1:], 90)), 1),
-                "server_rss_mb": round(rss_mb(proc.pid), 1)}
+                "final_dice": round(float(2 * (gt & pred).sum() / (gt.sum() + pred.sum())), 3),
+                "server_rss_mb": round(rss, 1)}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

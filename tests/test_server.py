@@ -4,10 +4,6 @@ MONAILabelClient (what the 3D Slicer module uses) and over raw HTTP, bad request
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import nibabel as nib
 import numpy as np
@@ -15,24 +11,14 @@ import pytest
 import requests
 
 from conftest import APP_DIR, MRICRON, write_nifti
-
-BUNDLED = os.path.join(APP_DIR, "model", "pemed.pt")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lib.local_server import LocalServer, copy_app
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("e2e")
-    app = root / "app"
-    shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("*_run", "__pycache__", "pemed_finetuned.pt"))
-    if not os.path.exists(app / "model" / "pemed.pt"):
-        os.makedirs(app / "model", exist_ok=True)
-        shutil.copy(tiny_checkpoint, app / "model" / "pemed.pt")
+    bundled = os.path.join(APP_DIR, "model", "pemed.pt")
+    app = copy_app(str(root / "app"), None if os.path.exists(bundled) else tiny_checkpoint)
     studies = root / "studies"
     if os.path.exists(os.path.join(MRICRON, "aal.nii.gz")):
         os.makedirs(studies / "labels" / "final")
@@ -43,31 +29,8 @@ def server(tmp_path_factory, tiny_checkpoint):
         label[20:40, 25:45, 5:15] = 77
         write_nifti(str(studies / "ch2bet.nii.gz"), 50 + 100 * (label > 0) + np.random.rand(*label.shape))
         write_nifti(str(studies / "labels" / "final" / "ch2bet.nii.gz"), label, np.int16)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(["monailabel", "start_server", "--app", str(app), "--studies", str(studies),
-                             "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        for _ in range(180):
-            try:
-                if requests.get(f"{url}/info/", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail("server did not start in time")
-        if proc.poll() is not None:
-            pytest.fail("server exited:\n" + open(root / "server.log").read()[-3000:])
-        yield {"url": url, "studies": studies, "proc": proc}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    with LocalServer(app, str(studies), str(root / "server.log")) as srv:
+        yield {"url": srv.url, "studies": studies, "proc": srv.proc}
 
 
 def structure_click(studies, value=77, axis=2):

@@ -19,6 +19,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.others.generic import name_to_device
 
 from lib.configs.pemed import PEMED
 from lib.infers.pemed import InvalidRequest
@@ -60,6 +61,13 @@ class PEMEDApp(MONAILabelApp):
                          labels=self.pemed.labels)
         if str((conf or {}).get("install_error_handlers", "true")).lower() == "true":
             install_error_handlers()
+
+    def on_init_complete(self):
+        """Load and trace the network before the first click arrives (it takes seconds on a CPU)."""
+        super().on_init_complete()
+        task = self._infers["pemed"]
+        if task.is_valid():
+            task.predictor(name_to_device(task.config().get("device")))
 
     def init_infers(self) -> Dict[str, InferTask]:
         return {"pemed": self.pemed.infer()}

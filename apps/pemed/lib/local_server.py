@@ -1,0 +1,59 @@
+"""Run this app under `monailabel start_server` on a free loopback port: for the end-to-end tests
+and the server benchmark, which must not touch the checkout (the server writes into its app folder)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+import requests
+
+APP_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def copy_app(dest: str, checkpoint: Optional[str] = None) -> str:
+    """A copy of apps/pemed at ``dest``, without training outputs; ``checkpoint`` becomes model/pemed.pt."""
+    shutil.copytree(APP_DIR, dest, ignore=shutil.ignore_patterns("*_run", "__pycache__", "train_pemed",
+                                                                 "pemed_finetuned.pt"))
+    if checkpoint:
+        os.makedirs(os.path.join(dest, "model"), exist_ok=True)
+        shutil.copy(checkpoint, os.path.join(dest, "model", "pemed.pt"))
+    return dest
+
+
+class LocalServer:
+    def __init__(self, app: str, studies: str, log_path: str, timeout_s: float = 180.0):
+        self.app, self.studies, self.log_path, self.timeout_s = app, studies, log_path, timeout_s
+        self.proc: Optional[subprocess.Popen] = None
+        self.url = ""
+
+    def __enter__(self) -> "LocalServer":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(["monailabel", "start_server", "--app", self.app, "--studies", self.studies,
+                                      "--host", "127.0.0.1", "--port", str(port)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if requests.get(f"{self.url}/info/", timeout=2).status_code == 200:
+                    return self
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        self.__exit__()
+        with open(self.log_path) as f:
+            raise RuntimeError(f"server did not come up at {self.url}:\n{f.read()[-3000:]}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self._log.close()

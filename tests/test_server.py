@@ -91,6 +91,8 @@ def test_raw_http_session_continues_and_resets(server):
     ("ch2bet", {"foreground": [[1, 2]]}, 400, "3 numbers"),
     ("ch2bet", {"foreground": "middle"}, 400, "list of"),
     ("ch2bet", {"foreground": [[10, 10, 10]], "slice": 11}, 400, "no click lies on slice"),
+    ("ch2bet", {"foreground": [[10, 10, 10]], "axis": "sideways"}, 400, "'axis' must be an integer"),
+    ("ch2bet", {"foreground": [[10, 10, 10]], "axis": 5}, 400, "'axis' must be 0, 1 or 2"),
     ("no_such_image", {"foreground": [[1, 1, 1]]}, 404, "unknown image"),
 ])
 def test_bad_requests_get_clear_4xx(server, image, params, status, words):

@@ -95,6 +95,21 @@ def parse_points(value: Any, name: str, ndim: int) -> List[Tuple[int, ...]]:
     return points
 
 
+def int_param(data: Dict[str, Any], name: str, default: Optional[int]) -> Optional[int]:
+    value = data.get(name, default)
+    if value is None or isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"'{name}' must be an integer, got {value!r}") from None
+
+
+def bool_param(data: Dict[str, Any], name: str) -> bool:
+    value = data.get(name, False)
+    return value.strip().lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
+
+
 class PEMEDInfer(BasicInferTask):
     def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = "MR", size: int = 256,
                  zoom_in: bool = False,
@@ -153,11 +168,10 @@ class PEMEDInfer(BasicInferTask):
             image, axis, index = array, None, None
             clicks_fg, clicks_bg = fg, bg
         else:
-            axis = int(data.get("axis", 2))
+            axis = int_param(data, "axis", 2)
             if axis not in (0, 1, 2):
                 raise InvalidRequest(f"'axis' must be 0, 1 or 2, got {axis}")
-            requested = data.get("slice")
-            index = int(requested) if requested is not None else (fg or bg)[-1][axis]
+            index = int_param(data, "slice", (fg or bg)[-1][axis])
             if not 0 <= index < spatial[axis]:
                 raise InvalidRequest(f"slice {index} is outside the volume (0..{spatial[axis] - 1} along axis {axis})")
             clicks_fg = [tuple(v for a, v in enumerate(p) if a != axis) for p in fg if p[axis] == index]
@@ -178,7 +192,7 @@ class PEMEDInfer(BasicInferTask):
         with self._lock:
             predictor = self.predictor(str(device))
             predictor.set_image(image)
-            session = self.sessions.get(key, reset=bool(data.get("reset_state", False)))
+            session = self.sessions.get(key, reset=bool_param(data, "reset_state"))
             # The session's clicks keep their order; clicks it has not seen come after them.
             known = [c for c in session.clicks if c in clicks]
             ordered = known + [c for c in clicks if c not in known]

@@ -56,29 +56,41 @@ class PEMEDTrain(BasicTrainTask):
         scheduler = torch.optim.lr_scheduler.StepLR(context.optimizer, step_size=step, gamma=self.lr_gamma)
         return LrScheduleHandler(scheduler, print_lr=True)
 
-    def train_pre_transforms(self, context: Context):
+    def _pre_transforms(self, augment: bool):
         spatial = ("image", "label")
-        return [
+        load = [
             LoadImaged(keys=spatial),
             EnsureChannelFirstd(keys=spatial),
             MatchChannelsd(keys="image", channels=self._network.in_channels),
             RandStructureSliced(keys=spatial, exclude=self.exclude_labels),
             EnsureTyped(keys=spatial, dtype=(torch.float32, torch.int16), track_meta=False),
             intensity_transform(self.modality, "image"),
-            # Clients send slices in any orientation and at any size.
+        ]
+        # Clients send slices in any orientation and at any size.
+        spatial_aug = [
             RandFlipd(keys=spatial, prob=0.5, spatial_axis=0),
             RandFlipd(keys=spatial, prob=0.5, spatial_axis=1),
             RandRotate90d(keys=spatial, prob=0.5, max_k=3),
-            RandZoomd(keys=spatial, prob=0.5, min_zoom=0.8, max_zoom=1.5, mode=("bilinear", "nearest"),
-                      keep_size=True),
+            RandZoomd(keys=spatial, prob=0.5, min_zoom=0.8, max_zoom=1.5, mode=("bilinear", "nearest"), keep_size=True),
+        ]
+        to_network = [
             Resized(keys=spatial, spatial_size=self.size, size_mode="longest", mode=("bilinear", "nearest")),
             SpatialPadd(keys=spatial, spatial_size=(self.size, self.size)),
             SelectStructured(keys="label", exclude=self.exclude_labels),
+        ]
+        intensity_aug = [
             RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
             RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
             RandGaussianNoised(keys="image", prob=0.2, std=0.02),
         ]
+        return load + spatial_aug + to_network + intensity_aug if augment else load + to_network
+
+    def train_pre_transforms(self, context: Context):
+        return self._pre_transforms(augment=True)
+
+    def val_pre_transforms(self, context: Context):
+        return self._pre_transforms(augment=False)
 
     def train_post_transforms(self, context: Context):
         return [Activationsd(keys="pred", sigmoid=True), AsDiscreted(keys="pred", threshold=0.5)]

@@ -27,24 +27,11 @@ from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
 from lib.evaluation import GrabCutSegmenter, PredictorSegmenter, run_protocol, summarize  # noqa: E402
 from lib.predictor import PEMEDPredictor  # noqa: E402
+from lib.studies import labelled, open_studies  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
 APP_DIR = os.path.dirname(os.path.abspath(__file__))
 NAMES = {v: k for k, v in AAL_LABELS.items()}
-IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg")
-
-
-def find_studies(folder: str):
-    """(image path, label path) pairs: images in ``folder`` with a same-named file in labels/final."""
-    label_dir = os.path.join(folder, "labels", "final")
-    pairs = []
-    for name in sorted(os.listdir(folder)):
-        if name.lower().endswith(IMAGE_EXTENSIONS):
-            stem = name.split(".")[0]
-            matches = [f for f in sorted(os.listdir(label_dir)) if f.split(".")[0] == stem] if os.path.isdir(label_dir) else []
-            if matches:
-                pairs.append((os.path.join(folder, name), os.path.join(label_dir, matches[0])))
-    return pairs
 
 
 def load_pair(image_path: str, label_path: str):
@@ -139,7 +126,7 @@ def main(argv=None) -> int:
     p.add_argument("--zoom-in", action="store_true", help="PE-MED: look at a box around the mask after the first click")
     args = p.parse_args(argv)
 
-    pairs = find_studies(args.studies)
+    pairs = [(d["image"], d["label"]) for d in labelled(open_studies(args.studies))]
     if not pairs:
         print(f"error: no labelled images in {args.studies}", file=sys.stderr)
         return 2

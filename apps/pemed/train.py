@@ -18,11 +18,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from monailabel.datastore.local import LocalDatastore  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
 from lib.networks.pemed import ABLATIONS, PEMEDNet  # noqa: E402
+from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.pemed import PEMEDTrain  # noqa: E402
 
 
@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
 
     torch.manual_seed(args.seed)
-    datastore = LocalDatastore(args.studies, extensions=("*.nii.gz", "*.nii", "*.png", "*.jpg"), auto_reload=False)
-    datalist = [d for d in datastore.datalist() if d.get("label")]
+    datastore = open_studies(args.studies)
+    datalist = labelled(datastore)
     if args.limit:
         datalist = datalist[: args.limit]
     if not datalist:

@@ -18,6 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
+from monai.utils import set_determinism  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
@@ -44,7 +45,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
 
-    torch.manual_seed(args.seed)
+    set_determinism(seed=args.seed)
     datastore = open_studies(args.studies)
     datalist = labelled(datastore)
     if args.limit:

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from lib.evaluation import noc, run_protocol
 from lib.prompts.clicks import Click, TrainingClickSampler, disk_maps, next_eval_click

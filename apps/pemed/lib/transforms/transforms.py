@@ -1,7 +1,7 @@
 """Transforms MONAI lacks: class-agnostic target selection, 2D slice picking, channel matching,
 and per-modality intensity normalisation built from MONAI's own transforms."""
 
-from typing import Dict, Hashable, Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch

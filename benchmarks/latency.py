@@ -29,6 +29,7 @@ import torch  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
+from lib.networks.pemed import network_input  # noqa: E402
 from lib.predictor import PEMEDPredictor  # noqa: E402
 from lib.prompts.clicks import Click, next_eval_click  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
@@ -90,7 +91,7 @@ def in_process(checkpoint, repeats, size=256):
         t = time.perf_counter()
         predictor.predict([first, second], out.logits)
         later_ms.append((time.perf_counter() - t) * 1e3)
-    x = torch.cat([predictor.region([first], None).image_to_network(predictor.image), torch.zeros(1, 4, size, size)], dim=1)
+    x = network_input(predictor.region([first], None).image_to_network(predictor.image), torch.zeros(1, 2, size, size), None)
     return {
         "slice_shape": list(image.shape), "network_input": [size, size], "modules": network.describe()["modules"],
         "first_click_ms_p50": round(float(np.median(first_ms)), 2),

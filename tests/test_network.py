@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lib.checkpoint import load_checkpoint, save_checkpoint
-from lib.networks.pemed import ABLATIONS, PROMPT_CHANNELS, PALMInput, PALMOutput, PEMEDNet, TSIP, network_prompts
+from lib.networks.pemed import ABLATIONS, PROMPT_CHANNELS, PALMInput, PALMOutput, PEMEDNet, TSIP, network_input
 
 
 @pytest.mark.parametrize("row", sorted(ABLATIONS))
@@ -36,8 +36,8 @@ def test_tsip_reads_the_previous_logits():
     torch.manual_seed(0)
     net = PEMEDNet(1, ABLATIONS["tsip"]).eval()
     image, maps = torch.randn(1, 1, 64, 64), torch.zeros(1, 2, 64, 64)
-    a = net(torch.cat([image, network_prompts(maps, torch.full((1, 1, 64, 64), -5.0))], 1))
-    b = net(torch.cat([image, network_prompts(maps, torch.full((1, 1, 64, 64), 5.0))], 1))
+    a = net(network_input(image, maps, torch.full((1, 1, 64, 64), -5.0)))
+    b = net(network_input(image, maps, torch.full((1, 1, 64, 64), 5.0)))
     assert not torch.allclose(a, b)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .networks.pemed import PROMPT_CHANNELS, PEMEDNet, network_prompts
+from .networks.pemed import PROMPT_CHANNELS, PEMEDNet, network_input
 from .prompts.clicks import Click, disk_maps
 
 BACKGROUND_LOGIT = -20.0  # previous logits where the network has not looked (padding, outside the zoom box)
@@ -164,13 +164,13 @@ class PEMEDPredictor:
         image = box.image_to_network(self.image)
         prev_net = None if prev is None else box.image_to_network(prev, fill=BACKGROUND_LOGIT)
         t1 = time.perf_counter()
-        logits = self.run(torch.cat([image, network_prompts(maps[None], prev_net)], dim=1))
+        logits = self.run(network_input(image, maps[None], prev_net))
         t2 = time.perf_counter()
         timings["clicks_ms"] = (t1 - t0) * 1e3
         timings["network_ms"] = (t2 - t1) * 1e3
         if prev is None and self.network.self_loop:
             # Self-Loop: M0 fed back as the previous mask with the same clicks
-            logits = self.run(torch.cat([image, network_prompts(maps[None], logits)], dim=1))
+            logits = self.run(network_input(image, maps[None], logits))
             timings["self_loop_ms"] = (time.perf_counter() - t2) * 1e3
         t3 = time.perf_counter()
         full = prev.clone() if prev is not None else torch.full((1, 1, h, w), BACKGROUND_LOGIT, device=self.device)

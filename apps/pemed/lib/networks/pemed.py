@@ -55,14 +55,14 @@ ABLATIONS: Dict[str, PEMEDModules] = {
 }
 
 
-def network_prompts(maps: torch.Tensor, prev_logits: Optional[torch.Tensor]) -> torch.Tensor:
-    """The four prompt channels from (B, 2, H, W) disk maps and the previous logits (None: no previous
-    interaction, so an empty previous mask and zero logits)."""
+def network_input(image: torch.Tensor, maps: torch.Tensor, prev_logits: Optional[torch.Tensor]) -> torch.Tensor:
+    """The network's input from (B, C, H, W) images, (B, 2, H, W) disk maps and the previous logits
+    (None: no previous interaction, so an empty previous mask and zero logits)."""
     if prev_logits is None:
         prev_mask = prev_logits = torch.zeros_like(maps[:, :1])
     else:
         prev_mask = torch.sigmoid(prev_logits)
-    return torch.cat([maps, prev_mask, prev_logits], dim=1)
+    return torch.cat([image, maps, prev_mask, prev_logits], dim=1)
 
 
 class CrossAttention(nn.Module):

@@ -15,7 +15,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..networks.pemed import network_prompts
+from ..networks.pemed import network_input
 from ..prompts.clicks import Click, TrainingClickSampler, disk_maps, next_eval_click
 
 
@@ -31,7 +31,7 @@ class ClickSimulation:
         return torch.stack([disk_maps(c, shape, device=device) for c in clicks])
 
     def _inputs(self, image, clicks, prev_logits):
-        return torch.cat([image, network_prompts(self._maps(clicks, image.shape[-2:], image.device), prev_logits)], dim=1)
+        return network_input(image, self._maps(clicks, image.shape[-2:], image.device), prev_logits)
 
     def __call__(self, engine, batchdata):
         device = engine.state.device

@@ -25,6 +25,7 @@ from monai.transforms import LoadImage  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
+from lib.configs.pemed import PEMED  # noqa: E402
 from lib.evaluation import GrabCutSegmenter, PredictorSegmenter, run_protocol, summarize  # noqa: E402
 from lib.predictor import PEMEDPredictor  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
@@ -82,10 +83,11 @@ def samples(pairs, which: str, axes, per_structure: int, min_area: int):
 def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False):
     if model == "grabcut":
         return GrabCutSegmenter(), {"model": "grabcut"}
-    path = os.path.join(APP_DIR, "model", "pemed.pt") if model == "pemed" else model
-    finetuned = os.path.join(APP_DIR, "model", "pemed_finetuned.pt")
-    if model == "pemed" and os.path.exists(finetuned):
-        path = finetuned
+    path = model
+    if model == "pemed":  # the checkpoint the server would serve: fine-tuned if there is one
+        config = PEMED()
+        config.init("pemed", os.path.join(APP_DIR, "model"), {}, None)
+        path = config.newest_checkpoint()
     network, meta = load_checkpoint(path, device)
     predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in)
     return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), "zoom_in": zoom_in,

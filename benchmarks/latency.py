@@ -4,7 +4,7 @@
         [--out benchmarks/latency.json]
 
 In-process: a 256x256 slice of the sample (Colin27), first click (with Self-Loop when the model has
-it) and later clicks, medians over ``--repeats``; each module's share of one forward pass from
+it) and later clicks (zoomed in as the app does by default), medians over ``--repeats``; each module's share of one forward pass from
 forward hooks. With --server: starts `monailabel start_server` on 127.0.0.1 with the sample volumes,
 runs a click session on Thalamus_L (AAL 77) with the NoC clicker over HTTP, and reports the
 per-request wall time after the image's first request and the server's resident memory.
@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
+from lib.configs.pemed import ZOOM_IN_DEFAULT  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.networks.pemed import network_input  # noqa: E402
 from lib.predictor import PEMEDPredictor  # noqa: E402
@@ -74,7 +75,7 @@ def module_shares(network, x, repeats):
 
 def in_process(checkpoint, repeats, size=256):
     network, meta = load_checkpoint(checkpoint, "cpu")
-    predictor = PEMEDPredictor(network, "cpu", size)
+    predictor = PEMEDPredictor(network, "cpu", size, zoom_in=ZOOM_IN_DEFAULT)
     volume, label, z = sample_slice()
     image = normalize_intensity(volume[:, :, z], "MR")
     gt = label[:, :, z] == 77
@@ -94,6 +95,7 @@ def in_process(checkpoint, repeats, size=256):
     x = network_input(predictor.region([first], None).image_to_network(predictor.image), torch.zeros(1, 2, size, size), None)
     return {
         "slice_shape": list(image.shape), "network_input": [size, size], "modules": network.describe()["modules"],
+        "zoom_in": predictor.zoom_in,
         "first_click_ms_p50": round(float(np.median(first_ms)), 2),
         "later_click_ms_p50": round(float(np.median(later_ms)), 2),
         "later_click_ms_p90": round(float(np.percentile(later_ms, 90)), 2),

@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from lib.transforms.transforms import MatchChannelsd, RandStructureSliced, SelectStructured, normalize_intensity
+from lib.transforms.transforms import (MatchChannelsd, RandCropAroundTargetd, RandStructureSliced, SelectStructured,
+                                      normalize_intensity)
 
 
 def test_select_structure_never_picks_excluded_values():
@@ -50,3 +51,19 @@ def test_channels_and_intensity():
     assert mr.min() == 0 and mr.max() == 1
     ct = normalize_intensity(np.array([[-1000.0, 40.0, 1000.0]]), "CT")
     assert np.allclose(ct, [[0.0, 0.5, 1.0]])
+
+
+def test_crop_around_target_keeps_the_whole_target_and_zooms_in():
+    label = np.zeros((1, 200, 160), np.float32)
+    label[0, 120:140, 30:50] = 1
+    image = np.random.rand(1, 200, 160).astype(np.float32)
+    t = RandCropAroundTargetd(keys=("image", "label"), prob=1.0, expand=(1.5, 2.0), min_fraction=(0.2, 0.3), shift=0.1)
+    for seed in range(20):
+        t.set_random_state(seed)
+        out = t({"image": torch.as_tensor(image), "label": torch.as_tensor(label)})
+        h, w = out["label"].shape[1:]
+        assert out["image"].shape == out["label"].shape
+        assert out["label"].sum() == label.sum()  # the target is never cut
+        assert 30 <= h <= 60 and 30 <= w <= 60  # 1.5-2x the 20 px box, at least 0.2 x 200
+    never = RandCropAroundTargetd(keys=("image", "label"), prob=0.0)
+    assert never({"image": torch.as_tensor(image), "label": torch.as_tensor(label)})["label"].shape == label.shape

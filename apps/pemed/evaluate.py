@@ -25,7 +25,7 @@ from monai.transforms import LoadImage  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
-from lib.configs.pemed import PEMED  # noqa: E402
+from lib.configs.pemed import PEMED, ZOOM_IN_DEFAULT  # noqa: E402
 from lib.evaluation import GrabCutSegmenter, PredictorSegmenter, run_protocol, summarize  # noqa: E402
 from lib.predictor import PEMEDPredictor  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--modality", default="MR")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--zoom-in", action="store_true", help="PE-MED: look at a box around the mask after the first click")
+    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=ZOOM_IN_DEFAULT,
+                   help="PE-MED: after the first click, look at a box around the mask and the clicks (the app's default)")
     args = p.parse_args(argv)
 
     pairs = [(d["image"], d["label"]) for d in labelled(open_studies(args.studies))]

@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     p.add_argument("--val-split", type=float, default=0.1)
     p.add_argument("--init", default="", help="start from this checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop-prob", type=float, default=0.5,
+                   help="share of training samples cropped around the target, as zoom-in shows them")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
 
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
     out = os.path.abspath(args.out)
     run_dir = os.path.splitext(out)[0] + "_run"
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,
-                      exclude_labels=HELD_OUT_VALUES, lr=args.lr, tracking=None,
+                      exclude_labels=HELD_OUT_VALUES, lr=args.lr, crop_prob=args.crop_prob, tracking=None,
                       amp=args.device.startswith("cuda"), train_save_interval=10 ** 9)
     start = time.time()
     stats = task({"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
                   "multi_gpu": False, "tracking": "None", "name": "run", "pretrained": False}, datastore)
     wall = time.time() - start
     card = {"command": " ".join(["python", "apps/pemed/train.py"] + (argv if argv is not None else sys.argv[1:])),
-            "modules": args.modules, "epochs": args.epochs, "batch": args.batch, "lr": args.lr, "size": args.size,
+            "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init, "batch": args.batch, "lr": args.lr, "size": args.size,
             "n_studies": len(datalist), "device": args.device, "torch_threads": torch.get_num_threads(),
             "wall_time_s": round(wall, 1), "checkpoint_meta": load_checkpoint(out)[1],
             "best_val_mean_dice": stats.get("best_metric")}

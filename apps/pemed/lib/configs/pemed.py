@@ -3,8 +3,9 @@
 conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_modality   MR (default) or CT: the intensity normalisation
     pemed_size       network input size (default 256)
-    pemed_zoom_in    true to segment later clicks in a box around the mask (default false: the
-                     bundled model was trained on whole slices and measured worse with it)
+    pemed_zoom_in    false to segment later clicks on the whole image; by default (true) they are
+                     segmented in a box around the mask and the clicks, which the bundled model was
+                     fine-tuned for (crops around the target) and measured better with
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
 The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt,
@@ -29,6 +30,8 @@ from .labels import AAL_LABELS, HELD_OUT_VALUES
 
 logger = logging.getLogger(__name__)
 
+ZOOM_IN_DEFAULT = True
+
 
 class PEMED(TaskConfig):
     def init(self, name: str, model_dir: str, conf, planner, **kwargs):
@@ -36,7 +39,7 @@ class PEMED(TaskConfig):
         self.labels = dict(AAL_LABELS)
         self.modality = conf.get("pemed_modality", "MR")
         self.size = int(conf.get("pemed_size", 256))
-        self.zoom_in = str(conf.get("pemed_zoom_in", "false")).lower() == "true"
+        self.zoom_in = str(conf.get("pemed_zoom_in", ZOOM_IN_DEFAULT)).lower() == "true"
         self.bundled_path = os.path.join(model_dir, "pemed.pt")
         self.finetuned_path = os.path.join(model_dir, "pemed_finetuned.pt")
         self.path = [self.bundled_path, self.finetuned_path]

@@ -15,7 +15,8 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from ..checkpoint import save_checkpoint
 from ..networks.pemed import PEMEDNet
-from ..transforms.transforms import MatchChannelsd, RandStructureSliced, SelectStructured, intensity_transform
+from ..transforms.transforms import (MatchChannelsd, RandCropAroundTargetd, RandStructureSliced, SelectStructured,
+                                     intensity_transform)
 from .click_simulation import ClickSimulation
 from .loss import NormalizedFocalLoss
 
@@ -25,12 +26,13 @@ logger = logging.getLogger(__name__)
 class PEMEDTrain(BasicTrainTask):
     def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = "MR",
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
-                 lr_gamma: float = 0.6, description: str = "Train PE-MED with iterative click simulation", **kwargs):
+                 lr_gamma: float = 0.6, crop_prob: float = 0.5, description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.size = size
         self.modality = modality
         self.exclude_labels = tuple(int(v) for v in exclude_labels)
         self.max_rounds = max_rounds
+        self.crop_prob = crop_prob  # share of training samples cropped around the target (zoom-in's view)
         self.lr, self.lr_step_fraction, self.lr_gamma = lr, lr_step_fraction, lr_gamma
         self.pemed_publish_path = publish_path
         kwargs.setdefault("config", {})
@@ -65,9 +67,11 @@ class PEMEDTrain(BasicTrainTask):
             RandStructureSliced(keys=spatial, exclude=self.exclude_labels),
             EnsureTyped(keys=spatial, dtype=(torch.float32, torch.int16), track_meta=False),
             intensity_transform(self.modality, "image"),
+            SelectStructured(keys="label", exclude=self.exclude_labels),
         ]
         # Clients send slices in any orientation and at any size.
         spatial_aug = [
+            RandCropAroundTargetd(keys=spatial, prob=self.crop_prob),
             RandFlipd(keys=spatial, prob=0.5, spatial_axis=0),
             RandFlipd(keys=spatial, prob=0.5, spatial_axis=1),
             RandRotate90d(keys=spatial, prob=0.5, max_k=3),
@@ -76,7 +80,6 @@ class PEMEDTrain(BasicTrainTask):
         to_network = [
             Resized(keys=spatial, spatial_size=self.size, size_mode="longest", mode=("bilinear", "nearest")),
             SpatialPadd(keys=spatial, spatial_size=(self.size, self.size)),
-            SelectStructured(keys="label", exclude=self.exclude_labels),
         ]
         intensity_aug = [
             RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),

@@ -1,13 +1,13 @@
-"""Transforms MONAI lacks: class-agnostic target selection, 2D slice picking, channel matching,
-and per-modality intensity normalisation built from MONAI's own transforms."""
+"""Transforms MONAI lacks: class-agnostic target selection, 2D slice picking, crops around the
+target, channel matching and per-modality intensity normalisation built from MONAI's own transforms."""
 
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import (MapTransform, Randomizable, ScaleIntensityRanged, ScaleIntensityRangePercentilesd,
-                              Transform)
+                              SpatialCrop, Transform)
 from scipy import ndimage
 
 CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window (HU)
@@ -117,4 +117,48 @@ class SelectStructured(Randomizable, MapTransform):
             chosen = self.choose(arr)
             binary = np.isin(arr, chosen).astype(np.float32)
             d[key] = torch.as_tensor(binary) if not isinstance(lab, torch.Tensor) else lab.new_tensor(binary)
+        return d
+
+
+class RandCropAroundTargetd(Randomizable, MapTransform):
+    """With probability ``prob``, crop a 2D image/target pair to a box around the target, as the
+    predictor's zoom-in does after the first click: the target's bounding box grown by a random
+    factor in ``expand``, at least a random fraction ``min_fraction`` of the image's longer side,
+    its centre shifted by up to ``shift`` of its size, clipped to the image. The later resize to
+    the network size then shows small structures at the scale zoom-in serves them at."""
+
+    def __init__(self, keys: KeysCollection, label_key: str = "label", prob: float = 0.5,
+                 expand: Tuple[float, float] = (1.2, 2.2), min_fraction: Tuple[float, float] = (0.2, 0.5),
+                 shift: float = 0.1):
+        super().__init__(keys)
+        self.label_key = label_key
+        self.prob, self.expand, self.min_fraction, self.shift = prob, expand, min_fraction, shift
+
+    def box(self, target: np.ndarray) -> Optional[Tuple[Tuple[int, int], Tuple[int, int]]]:
+        """(start, end) per axis, or None to keep the whole image."""
+        if self.R.rand() >= self.prob or not target.any():
+            return None
+        grow = self.R.uniform(*self.expand)
+        minimum = self.R.uniform(*self.min_fraction) * max(target.shape)
+        starts, ends = [], []
+        for axis, limit in enumerate(target.shape):
+            present = np.flatnonzero(target.any(axis=1 - axis))
+            lo, hi = int(present[0]), int(present[-1])
+            length = int(round(min(limit, max(minimum, (hi - lo + 1) * grow))))
+            centre = (lo + hi) / 2 + self.R.uniform(-self.shift, self.shift) * length
+            start = int(min(max(0, round(centre - length / 2)), limit - length))
+            starts.append(start)
+            ends.append(start + length)
+        return tuple(starts), tuple(ends)
+
+    def __call__(self, data):
+        d = dict(data)
+        label = d[self.label_key]
+        target = np.asarray(label.detach().cpu() if isinstance(label, torch.Tensor) else label)[0] > 0
+        box = self.box(target)
+        if box is None:
+            return d
+        crop = SpatialCrop(roi_start=box[0], roi_end=box[1])
+        for key in self.key_iterator(d):
+            d[key] = crop(d[key])
         return d

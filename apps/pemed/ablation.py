@@ -1,5 +1,6 @@
 """The paper's ablation table from one command: train every module configuration with the same
-budget, evaluate each (and GrabCut) with the NoC protocol on the held-out structures.
+budget (one train.py run each, from scratch, with its default crops around the target), evaluate
+each (and GrabCut) with the NoC protocol on the held-out structures, zoomed in as the app is.
 
     python apps/pemed/ablation.py --train datasets/sample/slices/train --eval datasets/sample/slices/eval \
         --out runs/ablation [--epochs 6] [--batch 8] [--rows baseline,sl,palm_i,palm_o,palm,tsip,all]

@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 class PEMEDTrain(BasicTrainTask):
     def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = "MR",
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
-                 lr_gamma: float = 0.6, crop_prob: float = 0.5, description: str = "Train PE-MED with iterative click simulation", **kwargs):
+                 lr_gamma: float = 0.6, crop_prob: float = 0.5,
+                 description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.size = size
         self.modality = modality

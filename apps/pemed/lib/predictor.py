@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .networks.pemed import PROMPT_CHANNELS, PEMEDNet, network_input
 from .prompts.clicks import Click, disk_maps
+from .transforms.transforms import grown_span
 
 BACKGROUND_LOGIT = -20.0  # previous logits where the network has not looked (padding, outside the zoom box)
 
@@ -134,15 +135,8 @@ class PEMEDPredictor:
         rows = [c.row for c in clicks] + ([int(r) for r in np.flatnonzero(fg.any(1))[[0, -1]]] if fg.any() else [])
         cols = [c.col for c in clicks] + ([int(c) for c in np.flatnonzero(fg.any(0))[[0, -1]]] if fg.any() else [])
         minimum = self.zoom_min * max(h, w)
-
-        def span(lo, hi, limit):
-            length = int(round(min(limit, max(minimum, (hi - lo + 1) * self.zoom_expand))))
-            start = int(round((lo + hi) / 2 - length / 2))
-            start = min(max(0, start), limit - length)
-            return start, length
-
-        top, height = span(min(rows), max(rows), h)
-        left, width = span(min(cols), max(cols), w)
+        top, height = grown_span(min(rows), max(rows), h, self.zoom_expand, minimum)
+        left, width = grown_span(min(cols), max(cols), w, self.zoom_expand, minimum)
         return Letterbox(height, width, self.size, top, left)
 
     @torch.no_grad()

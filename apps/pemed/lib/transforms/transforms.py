@@ -120,6 +120,15 @@ class SelectStructured(Randomizable, MapTransform):
         return d
 
 
+def grown_span(lo: int, hi: int, limit: int, grow: float, minimum: float, shift: float = 0.0) -> Tuple[int, int]:
+    """(start, length) of the span [lo, hi] grown ``grow`` times, at least ``minimum`` long, its centre
+    moved by ``shift`` of its length, kept inside [0, limit): the zoom-in box along one axis, shared
+    by the predictor and the training crops."""
+    length = int(round(min(limit, max(minimum, (hi - lo + 1) * grow))))
+    start = int(min(max(0, round((lo + hi) / 2 + shift * length - length / 2)), limit - length))
+    return start, length
+
+
 class RandCropAroundTargetd(Randomizable, MapTransform):
     """With probability ``prob``, crop a 2D image/target pair to a box around the target, as the
     predictor's zoom-in does after the first click: the target's bounding box grown by a random
@@ -143,10 +152,8 @@ class RandCropAroundTargetd(Randomizable, MapTransform):
         starts, ends = [], []
         for axis, limit in enumerate(target.shape):
             present = np.flatnonzero(target.any(axis=1 - axis))
-            lo, hi = int(present[0]), int(present[-1])
-            length = int(round(min(limit, max(minimum, (hi - lo + 1) * grow))))
-            centre = (lo + hi) / 2 + self.R.uniform(-self.shift, self.shift) * length
-            start = int(min(max(0, round(centre - length / 2)), limit - length))
+            shift = self.R.uniform(-self.shift, self.shift)
+            start, length = grown_span(int(present[0]), int(present[-1]), limit, grow, minimum, shift)
             starts.append(start)
             ends.append(start + length)
         return tuple(starts), tuple(ends)

@@ -4,8 +4,8 @@
         [--out benchmarks/latency.json]
 
 In-process: a 256x256 slice of the sample (Colin27), first click (with Self-Loop when the model has
-it) and later clicks (zoomed in as the app does by default), medians over ``--repeats``; each module's share of one forward pass from
-forward hooks. With --server: starts `monailabel start_server` on 127.0.0.1 with the sample volumes,
+it) and later clicks (zoomed in as the app does by default), medians over ``--repeats``; each
+module's share of one forward pass from forward hooks. With --server: starts `monailabel start_server` on 127.0.0.1 with the sample volumes,
 runs a click session on Thalamus_L (AAL 77) with the NoC clicker over HTTP, and reports the
 per-request wall time after the image's first request and the server's resident memory.
 """
@@ -29,6 +29,7 @@ import torch  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.pemed import ZOOM_IN_DEFAULT  # noqa: E402
+from lib.evaluation import dice  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.networks.pemed import network_input  # noqa: E402
 from lib.predictor import PEMEDPredictor  # noqa: E402
@@ -145,7 +146,7 @@ def through_server(checkpoint, clicks=20):
         return {"requests": len(wall), "first_request_ms": round(wall[0], 1),
                 "later_requests_ms_p50": round(float(np.median(wall[1:])), 1),
                 "later_requests_ms_p90": round(float(np.percentile(wall[1:], 90)), 1),
-                "final_dice": round(float(2 * (gt & pred).sum() / (gt.sum() + pred.sum())), 3),
+                "final_dice": round(dice(gt, pred), 3),
                 "server_rss_mb": round(rss, 1)}
     finally:
         shutil.rmtree(work, ignore_errors=True)

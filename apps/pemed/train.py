@@ -67,7 +67,8 @@ def main(argv=None) -> int:
                   "multi_gpu": False, "tracking": "None", "name": "run", "pretrained": False}, datastore)
     wall = time.time() - start
     card = {"command": " ".join(["python", "apps/pemed/train.py"] + (argv if argv is not None else sys.argv[1:])),
-            "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init, "batch": args.batch, "lr": args.lr, "size": args.size,
+            "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init,
+            "batch": args.batch, "lr": args.lr, "size": args.size,
             "n_studies": len(datalist), "device": args.device, "torch_threads": torch.get_num_threads(),
             "wall_time_s": round(wall, 1), "checkpoint_meta": load_checkpoint(out)[1],
             "best_val_mean_dice": stats.get("best_metric")}

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lib.checkpoint import load_checkpoint, save_checkpoint
-from lib.networks.pemed import ABLATIONS, PROMPT_CHANNELS, PALMInput, PALMOutput, PEMEDNet, TSIP, network_input
+from lib.networks.pemed import ABLATIONS, PROMPT_CHANNELS, PALMInput, PALMOutput, PEMEDNet, TSIP, build_pemed, network_input
 
 
 @pytest.mark.parametrize("row", sorted(ABLATIONS))
@@ -24,10 +24,10 @@ def test_three_channel_images_and_wrong_channel_count():
 
 def test_palm_and_tsip_shapes():
     pos, neg, prev = (torch.rand(2, 1, 128, 128) for _ in range(3))
-    e_p = PALMInput(32, 7, 4, 8)(pos, neg, prev)
+    e_p = PALMInput(32, 7, 4, 8, "sqrt_d")(pos, neg, prev)
     assert e_p.shape == (2, 32, 32, 32)
     f_i = torch.randn(2, 32, 32, 32)
-    assert PALMOutput(32, 8)(f_i, e_p).shape == (2, 32, 32, 32)
+    assert PALMOutput(32, 8, "d")(f_i, e_p).shape == (2, 32, 32, 32)
     gate = TSIP()(torch.randn(2, 1, 128, 128))
     assert gate.shape == (2, 1, 128, 128) and gate.min() > 0 and gate.max() < 1
 
@@ -49,6 +49,10 @@ def test_checkpoint_round_trip(tmp_path):
     assert meta == {"epoch": 3} and loaded.switches == net.switches
     x = torch.randn(1, 5, 64, 64)
     assert torch.allclose(net(x), loaded(x))
+    assert loaded.palm_scale == "sqrt_d"
+    old = {**net.describe()}
+    del old["palm_scale"]  # checkpoints from before the option rebuild with the paper's 1/d_k
+    assert build_pemed(old).palm_scale == "d"
     torch.save({"something": 1}, str(tmp_path / "bad.pt"))
     with pytest.raises(ValueError, match="not a PE-MED checkpoint"):
         load_checkpoint(str(tmp_path / "bad.pt"))

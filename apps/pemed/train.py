@@ -1,7 +1,8 @@
 """Train a PE-MED network on a MONAI Label studies folder, outside the server (same trainer task).
 
     python apps/pemed/train.py --studies datasets/sample/slices/train --out apps/pemed/model/pemed.pt \
-        [--modules all] [--epochs 40] [--batch 8] [--device cuda|cpu] [--limit N] [--init CKPT]
+        [--modules all] [--epochs 40] [--batch 8] [--device cuda|cpu] [--limit N] [--init CKPT] \
+        [--palm-scale sqrt_d|d]
 
 The held-out AAL structures (lib/configs/labels.py) are never training targets. Writes the
 checkpoint after every epoch (so a long run can be stopped and still leaves weights) and
@@ -22,7 +23,7 @@ from monai.utils import set_determinism  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
-from lib.networks.pemed import ABLATIONS, PEMEDNet  # noqa: E402
+from lib.networks.pemed import ABLATIONS, PALM_SCALES, PEMEDNet, build_pemed  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.pemed import PEMEDTrain  # noqa: E402
 
@@ -42,6 +43,8 @@ def main(argv=None) -> int:
     p.add_argument("--val-split", type=float, default=0.1)
     p.add_argument("--init", default="", help="start from this checkpoint")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--palm-scale", choices=sorted(PALM_SCALES), default=None,
+                   help="PALM attention scale, 1/d_k or 1/sqrt(d_k) (default: sqrt_d, or the --init checkpoint's)")
     p.add_argument("--crop-prob", type=float, default=0.5,
                    help="share of training samples cropped around the target, as zoom-in shows them")
     args = p.parse_args(argv)
@@ -55,7 +58,14 @@ def main(argv=None) -> int:
     if not datalist:
         print(f"error: no labelled studies in {args.studies}", file=sys.stderr)
         return 2
-    network = load_checkpoint(args.init)[0] if args.init else PEMEDNet(1, ABLATIONS[args.modules])
+    if args.init:
+        network = load_checkpoint(args.init)[0]
+        if args.palm_scale:  # the scale is not a weight: same state dict, other attention temperature
+            state = network.state_dict()
+            network = build_pemed({**network.describe(), "palm_scale": args.palm_scale})
+            network.load_state_dict(state)
+    else:
+        network = PEMEDNet(1, ABLATIONS[args.modules], palm_scale=args.palm_scale or "sqrt_d")
     out = os.path.abspath(args.out)
     run_dir = os.path.splitext(out)[0] + "_run"
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,
@@ -68,6 +78,7 @@ def main(argv=None) -> int:
     wall = time.time() - start
     card = {"command": " ".join(["python", "apps/pemed/train.py"] + (argv if argv is not None else sys.argv[1:])),
             "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init,
+            "palm_scale": network.palm_scale,
             "batch": args.batch, "lr": args.lr, "size": args.size,
             "n_studies": len(datalist), "device": args.device, "torch_threads": torch.get_num_threads(),
             "wall_time_s": round(wall, 1), "checkpoint_meta": load_checkpoint(out)[1],

@@ -16,7 +16,11 @@ Every module is switchable so the paper's ablation rows are configurations of on
 Choices the paper leaves open, stated here:
   * theta_c(Q, K, V) = softmax(Q K^T / d_k) V with learned linear projections of Q, K, V and the
     keys/values spatially reduced 8x (a strided conv, as MiT stage 1 does) so attention at 1/4
-    resolution costs N x N/64; the scale is 1/d_k as the paper writes it (not 1/sqrt(d_k)).
+    resolution costs N x N/64. The scale is ``palm_scale``: "d" is 1/d_k as the paper writes it,
+    "sqrt_d" the usual 1/sqrt(d_k). With 1/d_k (d_k = 32) every PALM attention of the trained
+    model stayed uniform (entropy = log of the key count), so PALM reduced to global pooling;
+    1/sqrt(d_k) gives the logits 5.7x the range. New networks use "sqrt_d"; checkpoints saved
+    before the option existed rebuild with "d".
   * PALM-I: M_pos and M_neg are patch embeddings of the positive / negative disk maps, M_global of
     the three prompt maps concatenated. The baseline prompt embedding stays in every variant, so
     the clicks' positions always reach the encoder; PALM adds to it.
@@ -65,12 +69,15 @@ def network_input(image: torch.Tensor, maps: torch.Tensor, prev_logits: Optional
     return torch.cat([image, maps, prev_mask, prev_logits], dim=1)
 
 
-class CrossAttention(nn.Module):
-    """theta_c(Q, K, V) = softmax(Q K^T / d_k) V, with keys and values taken from one context map."""
+PALM_SCALES = {"d": lambda d: 1.0 / d, "sqrt_d": lambda d: d ** -0.5}
 
-    def __init__(self, width: int, sr_ratio: int):
+
+class CrossAttention(nn.Module):
+    """theta_c(Q, K, V) = softmax(Q K^T * scale) V, with keys and values taken from one context map."""
+
+    def __init__(self, width: int, sr_ratio: int, scale: str):
         super().__init__()
-        self.attn = ReducedAttention(width, heads=1, sr_ratio=sr_ratio, scale=1.0 / width)
+        self.attn = ReducedAttention(width, heads=1, sr_ratio=sr_ratio, scale=PALM_SCALES[scale](width))
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.attn(query, context)
@@ -79,16 +86,16 @@ class CrossAttention(nn.Module):
 class PALMInput(nn.Module):
     """PALM-I: prompt features E_p from the positive map, negative map and previous mask (eq. 1-2)."""
 
-    def __init__(self, width: int, kernel: int, stride: int, sr_ratio: int):
+    def __init__(self, width: int, kernel: int, stride: int, sr_ratio: int, scale: str):
         super().__init__()
         self.embed_pos = OverlapPatchEmbed(1, width, kernel, stride)
         self.embed_neg = OverlapPatchEmbed(1, width, kernel, stride)
         self.embed_global = OverlapPatchEmbed(3, width, kernel, stride)
-        self.pos_from_neg = CrossAttention(width, sr_ratio)
-        self.neg_from_pos = CrossAttention(width, sr_ratio)
-        self.global_self = CrossAttention(width, sr_ratio)
-        self.pos_to_global = CrossAttention(width, sr_ratio)
-        self.neg_to_global = CrossAttention(width, sr_ratio)
+        self.pos_from_neg = CrossAttention(width, sr_ratio, scale)
+        self.neg_from_pos = CrossAttention(width, sr_ratio, scale)
+        self.global_self = CrossAttention(width, sr_ratio, scale)
+        self.pos_to_global = CrossAttention(width, sr_ratio, scale)
+        self.neg_to_global = CrossAttention(width, sr_ratio, scale)
 
     def forward(self, pos: torch.Tensor, neg: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         m_pos, m_neg = self.embed_pos(pos), self.embed_neg(neg)
@@ -102,10 +109,10 @@ class PALMInput(nn.Module):
 class PALMOutput(nn.Module):
     """PALM-O: EP = F_I + norm(theta_c(F_I, E_p, E_p)) + E_p + norm(theta_c(E_p, F_I, F_I)) (eq. 3)."""
 
-    def __init__(self, width: int, sr_ratio: int):
+    def __init__(self, width: int, sr_ratio: int, scale: str):
         super().__init__()
-        self.image_to_prompt = CrossAttention(width, sr_ratio)
-        self.prompt_to_image = CrossAttention(width, sr_ratio)
+        self.image_to_prompt = CrossAttention(width, sr_ratio, scale)
+        self.prompt_to_image = CrossAttention(width, sr_ratio, scale)
         self.norm_image = ChannelLayerNorm(width)
         self.norm_prompt = ChannelLayerNorm(width)
 
@@ -126,16 +133,20 @@ class TSIP(nn.Module):
 
 
 class PEMEDNet(nn.Module):
-    def __init__(self, in_channels: int = 1, modules: PEMEDModules = PEMEDModules(), cfg: MiTConfig = MiTConfig()):
+    def __init__(self, in_channels: int = 1, modules: PEMEDModules = PEMEDModules(), cfg: MiTConfig = MiTConfig(),
+                 palm_scale: str = "sqrt_d"):
         super().__init__()
+        if palm_scale not in PALM_SCALES:
+            raise ValueError(f"palm_scale must be one of {sorted(PALM_SCALES)}, got {palm_scale!r}")
         self.in_channels = in_channels
+        self.palm_scale = palm_scale
         self.switches = modules
         self.cfg = cfg
         self.encoder = MiTEncoder(in_channels, cfg)
         w0, k0, s0, r0 = cfg.widths[0], cfg.patch_kernels[0], cfg.patch_strides[0], cfg.sr_ratios[0]
         self.prompt_embed = OverlapPatchEmbed(3, w0, k0, s0)
-        self.palm_i = PALMInput(w0, k0, s0, r0) if modules.palm_i else None
-        self.palm_o = PALMOutput(w0, r0) if modules.palm_o else None
+        self.palm_i = PALMInput(w0, k0, s0, r0, palm_scale) if modules.palm_i else None
+        self.palm_o = PALMOutput(w0, r0, palm_scale) if modules.palm_o else None
         self.tsip = TSIP() if modules.tsip else None
         self.decoder = MLPDecoder(cfg.widths, cfg.decoder_width)
 
@@ -145,7 +156,8 @@ class PEMEDNet(nn.Module):
 
     def describe(self) -> dict:
         """What a checkpoint needs to rebuild this network."""
-        return {"in_channels": self.in_channels, "modules": asdict(self.switches), "mit": asdict(self.cfg)}
+        return {"in_channels": self.in_channels, "modules": asdict(self.switches), "mit": asdict(self.cfg),
+                "palm_scale": self.palm_scale}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.in_channels
@@ -179,4 +191,5 @@ class PEMEDNet(nn.Module):
 def build_pemed(description: dict) -> PEMEDNet:
     """Rebuild a network from ``PEMEDNet.describe()`` (stored in every checkpoint)."""
     mit = {k: tuple(v) if isinstance(v, list) else v for k, v in description.get("mit", {}).items()}
-    return PEMEDNet(description.get("in_channels", 1), PEMEDModules(**description.get("modules", {})), MiTConfig(**mit))
+    return PEMEDNet(description.get("in_channels", 1), PEMEDModules(**description.get("modules", {})), MiTConfig(**mit),
+                    description.get("palm_scale", "d"))

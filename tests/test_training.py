@@ -33,9 +33,12 @@ def test_trainer_defaults_and_click_simulation(studies_2d, tmp_path):
 def test_ablation_table_from_one_command(studies_2d, tmp_path):
     import ablation
 
-    rc = ablation.main(["--train", studies_2d, "--eval", studies_2d, "--out", str(tmp_path), "--rows", "baseline,all",
-                        "--epochs", "1", "--batch", "6", "--size", "64", "--labels", "all", "--max-clicks", "3",
-                        "--per-structure", "1"])
-    assert rc == 0
+    args = ["--train", studies_2d, "--eval", studies_2d, "--out", str(tmp_path), "--rows", "baseline,all",
+            "--epochs", "1", "--batch", "6", "--size", "64", "--labels", "all", "--max-clicks", "3", "--per-structure", "1"]
+    assert ablation.main(args) == 0
     text = open(tmp_path / "ablation.md").read()
     assert "| baseline |" in text and "| all |" in text and "| grabcut |" in text
+    # a second sitting keeps the finished rows, and refuses to mix budgets in one table
+    stamp = os.path.getmtime(tmp_path / "all.pt")
+    assert ablation.main(args) == 0 and os.path.getmtime(tmp_path / "all.pt") == stamp
+    assert ablation.main([a if a != "6" else "4" for a in args]) == 2

@@ -5,7 +5,9 @@ each (and GrabCut) with the NoC protocol on the held-out structures, zoomed in a
     python apps/pemed/ablation.py --train datasets/sample/slices/train --eval datasets/sample/slices/eval \
         --out runs/ablation [--epochs 6] [--batch 8] [--rows baseline,sl,palm_i,palm_o,palm,tsip,all]
 
-Writes OUT/<row>.pt, OUT/<row>.json (+ .png) per row and OUT/ablation.md with the table.
+Writes OUT/<row>.pt, OUT/<row>.json (+ .png) per row and OUT/ablation.md with the table. A row
+whose OUT/<row>.json exists is not run again, so a long table can be built over several sittings
+(an interrupted row starts over); delete the file to redo the row.
 """
 
 import argparse
@@ -54,17 +56,25 @@ def main(argv=None) -> int:
                    "--per-structure", str(args.per_structure), "--size", str(args.size), "--device", args.device]
     results = {}
     for row in rows:
-        ckpt = os.path.join(args.out, f"{row}.pt")
+        ckpt, out = os.path.join(args.out, f"{row}.pt"), os.path.join(args.out, f"{row}.json")
+        if os.path.exists(out):
+            trained = json.load(open(os.path.join(args.out, f"{row}.train.json")))
+            if (trained["epochs"], trained["batch"]) != (args.epochs, args.batch):
+                print(f"error: {out} was trained {trained['epochs']} epochs of batch {trained['batch']}, not "
+                      f"{args.epochs} of {args.batch}; delete it or pick another --out", file=sys.stderr)
+                return 2
+            print(f"{row}: kept {out}")
+            results[row] = json.load(open(out))
+            continue
         rc = train.main(["--studies", args.train, "--out", ckpt, "--modules", row, "--epochs", str(args.epochs),
                          "--batch", str(args.batch), "--size", str(args.size), "--device", args.device, "--seed", "0"])
         if rc:
             return rc
-        out = os.path.join(args.out, f"{row}.json")
         if evaluate.main(common_eval + ["--model", ckpt, "--out", out]):
             return 1
         results[row] = json.load(open(out))
     out = os.path.join(args.out, "grabcut.json")
-    if evaluate.main(common_eval + ["--model", "grabcut", "--out", out]) == 0:
+    if os.path.exists(out) or evaluate.main(common_eval + ["--model", "grabcut", "--out", out]) == 0:
         results["grabcut"] = json.load(open(out))
     text = (f"Ablation: every row trained {args.epochs} epochs (batch {args.batch}) on {args.train}; "
             f"evaluated on {args.eval} ({args.labels} structures), Dice-based NoC.\n\n" + table(results) + "\n")

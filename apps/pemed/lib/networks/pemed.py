@@ -17,10 +17,10 @@ Choices the paper leaves open, stated here:
   * theta_c(Q, K, V) = softmax(Q K^T / d_k) V with learned linear projections of Q, K, V and the
     keys/values spatially reduced 8x (a strided conv, as MiT stage 1 does) so attention at 1/4
     resolution costs N x N/64. The scale is ``palm_scale``: "d" is 1/d_k as the paper writes it,
-    "sqrt_d" the usual 1/sqrt(d_k). With 1/d_k (d_k = 32) every PALM attention of the trained
-    model stayed uniform (entropy = log of the key count), so PALM reduced to global pooling;
-    1/sqrt(d_k) gives the logits 5.7x the range. New networks use "sqrt_d"; checkpoints saved
-    before the option existed rebuild with "d".
+    "sqrt_d" the usual 1/sqrt(d_k), which gives the logits 5.7x the range at d_k = 32. New networks
+    use "sqrt_d"; checkpoints saved before the option existed rebuild with "d". In the trained
+    default model every PALM attention map is near uniform under either scale (the disk maps are
+    zero almost everywhere, so the reduced keys are alike): PALM acts as a global summary.
   * PALM-I: M_pos and M_neg are patch embeddings of the positive / negative disk maps, M_global of
     the three prompt maps concatenated. The baseline prompt embedding stays in every variant, so
     the clicks' positions always reach the encoder; PALM adds to it.

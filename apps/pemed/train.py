@@ -23,7 +23,7 @@ from monai.utils import set_determinism  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
-from lib.networks.pemed import ABLATIONS, PALM_SCALES, PEMEDNet, build_pemed  # noqa: E402
+from lib.networks.pemed import ABLATIONS, DEFAULT_PALM_SCALE, PALM_SCALES, PEMEDNet, build_pemed  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.pemed import PEMEDTrain  # noqa: E402
 
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     p.add_argument("--init", default="", help="start from this checkpoint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--palm-scale", choices=sorted(PALM_SCALES), default=None,
-                   help="PALM attention scale, 1/d_k or 1/sqrt(d_k) (default: sqrt_d, or the --init checkpoint's)")
+                   help=f"PALM attention scale, 1/d_k or 1/sqrt(d_k) (default: {DEFAULT_PALM_SCALE}, or the --init checkpoint's)")
     p.add_argument("--crop-prob", type=float, default=0.5,
                    help="share of training samples cropped around the target, as zoom-in shows them")
     args = p.parse_args(argv)
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
             network = build_pemed({**network.describe(), "palm_scale": args.palm_scale})
             network.load_state_dict(state)
     else:
-        network = PEMEDNet(1, ABLATIONS[args.modules], palm_scale=args.palm_scale or "sqrt_d")
+        network = PEMEDNet(1, ABLATIONS[args.modules], palm_scale=args.palm_scale or DEFAULT_PALM_SCALE)
     out = os.path.abspath(args.out)
     run_dir = os.path.splitext(out)[0] + "_run"
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,

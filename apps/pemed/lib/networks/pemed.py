@@ -70,6 +70,7 @@ def network_input(image: torch.Tensor, maps: torch.Tensor, prev_logits: Optional
 
 
 PALM_SCALES = {"d": lambda d: 1.0 / d, "sqrt_d": lambda d: d ** -0.5}
+DEFAULT_PALM_SCALE = "sqrt_d"  # for new networks; checkpoints keep the scale they were saved with
 
 
 class CrossAttention(nn.Module):
@@ -134,7 +135,7 @@ class TSIP(nn.Module):
 
 class PEMEDNet(nn.Module):
     def __init__(self, in_channels: int = 1, modules: PEMEDModules = PEMEDModules(), cfg: MiTConfig = MiTConfig(),
-                 palm_scale: str = "sqrt_d"):
+                 palm_scale: str = DEFAULT_PALM_SCALE):
         super().__init__()
         if palm_scale not in PALM_SCALES:
             raise ValueError(f"palm_scale must be one of {sorted(PALM_SCALES)}, got {palm_scale!r}")

@@ -42,3 +42,5 @@ def test_ablation_table_from_one_command(studies_2d, tmp_path):
     stamp = os.path.getmtime(tmp_path / "all.pt")
     assert ablation.main(args) == 0 and os.path.getmtime(tmp_path / "all.pt") == stamp
     assert ablation.main([a if a != "6" else "4" for a in args]) == 2
+    os.remove(tmp_path / "all.train.json")  # a kept row whose budget is unknown is refused too
+    assert ablation.main(args) == 2

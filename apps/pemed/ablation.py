@@ -58,10 +58,12 @@ def main(argv=None) -> int:
     for row in rows:
         ckpt, out = os.path.join(args.out, f"{row}.pt"), os.path.join(args.out, f"{row}.json")
         if os.path.exists(out):
-            trained = json.load(open(os.path.join(args.out, f"{row}.train.json")))
-            if (trained["epochs"], trained["batch"]) != (args.epochs, args.batch):
-                print(f"error: {out} was trained {trained['epochs']} epochs of batch {trained['batch']}, not "
-                      f"{args.epochs} of {args.batch}; delete it or pick another --out", file=sys.stderr)
+            record = os.path.join(args.out, f"{row}.train.json")
+            trained = json.load(open(record)) if os.path.exists(record) else {}
+            if (trained.get("epochs"), trained.get("batch")) != (args.epochs, args.batch):
+                print(f"error: {out} was trained {trained.get('epochs', '?')} epochs of batch {trained.get('batch', '?')} "
+                      f"(from {record}), not {args.epochs} of {args.batch}; delete it or pick another --out",
+                      file=sys.stderr)
                 return 2
             print(f"{row}: kept {out}")
             results[row] = json.load(open(out))

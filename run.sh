@@ -30,7 +30,7 @@ setup_venv() {
 }
 
 setup_sample() {
-  [ -f datasets/sample/labels.json ] || "$VENV/bin/python" datasets/build_sample.py --out datasets/sample
+  [ -f datasets/sample/labels.json ] && [ -f datasets/sample/colin27_maps.npz ] || "$VENV/bin/python" datasets/build_sample.py --out datasets/sample
 }
 
 setup() {

@@ -7,6 +7,8 @@ Writes MONAI Label studies folders (images + labels/final with the same file nam
     <out>/slices/train  2D slices of both volumes along the three axes, every 2nd slice (training)
     <out>/slices/eval   2D slices of ch2bet, every 6th slice offset by 3 (evaluation)
     <out>/labels.json   AAL structure names -> label values
+    <out>/colin27_maps.npz  every usable mricron-data label map on Colin27's grid, and the masks the
+                        training-data engine derives (apps/pemed/lib/data/atlases.py)
 Training must never see the held-out structures (apps/pemed/lib/configs/labels.py): the trainer
 excludes them; the evaluation runs on them.
 """
@@ -81,6 +83,10 @@ def build(src: str, out: str) -> dict:
     counts["train"] = sum(write_slices(n, img, label, os.path.join(out, "slices", "train"), 2, 0, 400)
                           for n, img in images.items())
     counts["eval"] = write_slices("ch2bet", images["ch2bet"], label, os.path.join(out, "slices", "eval"), 6, 3, 400)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", "pemed"))
+    from lib.data.atlases import load_maps
+
+    load_maps(src, os.path.join(out, "colin27_maps.npz"))
     names = read_aal_names(paths["names"])
     with open(os.path.join(out, "labels.json"), "w") as f:
         json.dump(names, f, indent=1)

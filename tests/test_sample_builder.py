@@ -12,8 +12,15 @@ from conftest import MRICRON, ROOT
 BUILDER = os.path.join(ROOT, "datasets", "build_sample.py")
 
 
+FLIPPED_X = np.diag([-1.0, 1.0, 1.0, 1.0])
+FLIPPED_X[0, 3] = 29.0  # voxel i of a flipped file sits at world x = 29 - i: voxel 29 - i of the grid
+
+
 def fake_templates(folder):
-    """Files laid out like mricron-data's templates, on a small grid."""
+    """Files laid out like mricron-data's templates, on a small grid; the other atlases are stored
+    with x flipped in their affine, as several MNI-space files of mricron-data are."""
+    from lib.data.atlases import ATLAS_FILES
+
     shape = (30, 36, 30)
     label = np.zeros(shape, np.int16)
     label[5:15, 5:30, 5:25] = 37
@@ -21,6 +28,9 @@ def fake_templates(folder):
     image = (label * 2 + 10).astype(np.uint8)
     for name, data in (("ch2", image), ("ch2bet", image), ("aal", label)):
         nib.save(nib.Nifti1Image(data, np.eye(4)), os.path.join(folder, f"{name}.nii.gz"))
+    for name, file in ATLAS_FILES.items():
+        if name != "aal":
+            nib.save(nib.Nifti1Image(label[::-1].astype(np.uint8), FLIPPED_X), os.path.join(folder, file))
     with open(os.path.join(folder, "aal.nii.txt"), "w") as f:
         f.write("37 Hippocampus_L 4101\n71 Caudate_L 7001\n")
 
@@ -37,6 +47,12 @@ def test_builder_writes_studies_folders(tmp_path):
     one = nib.load(str(out / "slices" / "train" / train[0]))
     assert one.ndim == 2
     assert json.load(open(out / "labels.json")) == {"Hippocampus_L": 37, "Caudate_L": 71}
+    from lib.data.atlases import ColinMaps
+
+    maps = ColinMaps.load(str(out / "colin27_maps.npz"))
+    label = np.asanyarray(nib.load(str(src / "aal.nii.gz")).dataobj)
+    for name, atlas in maps.atlases.items():  # flipped files land on the grid by world coordinates
+        assert np.array_equal(atlas, label), name
 
 
 def test_builder_reports_missing_files(tmp_path):

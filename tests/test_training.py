@@ -1,9 +1,11 @@
 import json
 import os
 
+import pytest
 import torch
 
 import train
+from conftest import MRICRON, ROOT
 from lib.checkpoint import load_checkpoint
 
 
@@ -44,3 +46,17 @@ def test_ablation_table_from_one_command(studies_2d, tmp_path):
     assert ablation.main([a if a != "6" else "4" for a in args]) == 2
     os.remove(tmp_path / "all.train.json")  # a kept row whose budget is unknown is refused too
     assert ablation.main(args) == 2
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")), reason="mricron-data not installed")
+def test_engine_run_resumed_in_a_second_sitting_equals_one_run(tmp_path):
+    """Weights, optimiser, schedule, epoch and every random stream come back: 2 + 1 epochs == 3 epochs."""
+    common = ["--engine", "--samples-per-epoch", "8", "--val-samples", "4", "--batch", "4", "--size", "64",
+              "--maps-cache", os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz"), "--device", "cpu"]
+    one, two = str(tmp_path / "one" / "p.pt"), str(tmp_path / "two" / "p.pt")
+    assert train.main(common + ["--out", one, "--epochs", "3"]) == 0
+    assert train.main(common + ["--out", two, "--epochs", "2"]) == 0
+    assert train.main(common + ["--out", two, "--epochs", "3", "--resume"]) == 0
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    assert a["meta"]["epoch_losses"] == b["meta"]["epoch_losses"] and len(a["meta"]["epoch_losses"]) == 3
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -5,6 +5,10 @@ each (and GrabCut) with the NoC protocol on the held-out structures, zoomed in a
     python apps/pemed/ablation.py --train datasets/sample/slices/train --eval datasets/sample/slices/eval \
         --out runs/ablation [--epochs 6] [--batch 8] [--rows baseline,sl,palm_i,palm_o,palm,tsip,all]
 
+``--train engine`` trains every row from the training-data engine (train.py --engine,
+``--samples-per-epoch`` draws an epoch) instead of a studies folder (whose held-out AAL values are
+never targets).
+
 Writes OUT/<row>.pt, OUT/<row>.json (+ .png) per row and OUT/ablation.md with the table. A row
 whose OUT/<row>.json exists is not run again, so a long table can be built over several sittings
 (an interrupted row starts over); delete the file to redo the row.
@@ -34,7 +38,8 @@ def table(results: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--train", required=True)
+    p.add_argument("--train", required=True, help="a studies folder, or 'engine'")
+    p.add_argument("--samples-per-epoch", type=int, default=512, help="with --train engine")
     p.add_argument("--eval", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--rows", default=",".join(ABLATIONS))
@@ -68,7 +73,9 @@ def main(argv=None) -> int:
             print(f"{row}: kept {out}")
             results[row] = json.load(open(out))
             continue
-        rc = train.main(["--studies", args.train, "--out", ckpt, "--modules", row, "--epochs", str(args.epochs),
+        source = (["--engine", "--samples-per-epoch", str(args.samples_per_epoch)] if args.train == "engine"
+                  else ["--studies", args.train, "--exclude-held-out"])
+        rc = train.main(source + ["--out", ckpt, "--modules", row, "--epochs", str(args.epochs),
                          "--batch", str(args.batch), "--size", str(args.size), "--device", args.device, "--seed", "0"])
         if rc:
             return rc

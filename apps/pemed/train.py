@@ -1,12 +1,16 @@
-"""Train a PE-MED network on a MONAI Label studies folder, outside the server (same trainer task).
+"""Train a PE-MED network outside the server, with the server's trainer task (BasicTrainTask, ignite).
 
-    python apps/pemed/train.py --studies datasets/sample/slices/train --out apps/pemed/model/pemed.pt \
-        [--modules all] [--epochs 40] [--batch 8] [--device cuda|cpu] [--limit N] [--init CKPT] \
-        [--palm-scale sqrt_d|d]
+    python apps/pemed/train.py --engine --out apps/pemed/model/pemed.pt [--samples-per-epoch 512] [--resume]
+    python apps/pemed/train.py --studies DIR --out FILE.pt [--exclude-held-out]
+        [--modules all] [--epochs 40] [--batch 8] [--device cuda|cpu] [--limit N] [--init CKPT] [--palm-scale sqrt_d|d]
 
-The held-out AAL structures (lib/configs/labels.py) are never training targets. Writes the
-checkpoint after every epoch (so a long run can be stopped and still leaves weights) and
-``<out without .pt>.train.json`` with the command, wall time and final metrics.
+``--engine`` draws every sample from the training-data engine (lib/data: Colin27's label maps,
+SynthSeg-style contrasts, lesions, superpixels; the held-out AAL structures are never targets).
+``--studies`` trains on a MONAI Label studies folder; ``--exclude-held-out`` drops the held-out AAL
+values from its labels, which is right for the bundled sample and wrong for anyone else's labels.
+Writes the checkpoint after every epoch and ``<out without .pt>.train.json`` with the command, wall
+time and final metrics. With ``--resume``, ``<out without .pt>.resume.pt`` (written after every
+epoch: weights, optimiser, scheduler, epoch, random states) continues the run in a later sitting.
 """
 
 import argparse
@@ -23,14 +27,30 @@ from monai.utils import set_determinism  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
+from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
+from lib.data.engine import DataEngine  # noqa: E402
 from lib.networks.pemed import ABLATIONS, DEFAULT_PALM_SCALE, PALM_SCALES, PEMEDNet, build_pemed  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.pemed import PEMEDTrain  # noqa: E402
 
 
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VAL_SEED_BASE = 10 ** 9  # validation draws: seeds no training draw uses (those come from the transform's stream)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--studies", required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--studies", help="a MONAI Label studies folder with labels/final")
+    source.add_argument("--engine", action="store_true", help="draw samples from the training-data engine")
+    p.add_argument("--exclude-held-out", action="store_true", help="--studies: never train on the held-out AAL values")
+    p.add_argument("--samples-per-epoch", type=int, default=512, help="--engine: draws per epoch")
+    p.add_argument("--val-samples", type=int, default=64, help="--engine: fixed validation draws")
+    p.add_argument("--real-prob", type=float, default=0.25, help="--engine: share of real Colin27 slices")
+    p.add_argument("--mricron", default=DEFAULT_SRC, help="--engine: mricron-data's templates folder")
+    p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"),
+                   help="--engine: where the label maps on Colin27's grid are kept after the first build")
+    p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt if it exists")
     p.add_argument("--out", required=True)
     p.add_argument("--modules", default="all", choices=sorted(ABLATIONS))
     p.add_argument("--epochs", type=int, default=40)
@@ -51,13 +71,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
 
     set_determinism(seed=args.seed)
-    datastore = open_studies(args.studies)
-    datalist = labelled(datastore)
-    if args.limit:
-        datalist = datalist[: args.limit]
-    if not datalist:
-        print(f"error: no labelled studies in {args.studies}", file=sys.stderr)
-        return 2
+    engine, val_ds, datastore = None, None, None
+    if args.engine:
+        engine = DataEngine(load_maps(args.mricron, args.maps_cache), real_prob=args.real_prob)
+        datalist = [{"seed": i, "fixed": False} for i in range(args.samples_per_epoch)]
+        val_ds = [{"seed": VAL_SEED_BASE + i, "fixed": True} for i in range(args.val_samples)]
+    else:
+        datastore = open_studies(args.studies)
+        datalist = labelled(datastore)
+        if args.limit:
+            datalist = datalist[: args.limit]
+        if not datalist:
+            print(f"error: no labelled studies in {args.studies}", file=sys.stderr)
+            return 2
     if args.init:
         network = load_checkpoint(args.init)[0]
         if args.palm_scale:  # the scale is not a weight: same state dict, other attention temperature
@@ -68,19 +94,26 @@ def main(argv=None) -> int:
         network = PEMEDNet(1, ABLATIONS[args.modules], palm_scale=args.palm_scale or DEFAULT_PALM_SCALE)
     out = os.path.abspath(args.out)
     run_dir = os.path.splitext(out)[0] + "_run"
+    resume_path = os.path.splitext(out)[0] + ".resume.pt"
+    if not args.resume and os.path.exists(resume_path):
+        os.remove(resume_path)  # a fresh run must not pick up an old one's state
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,
-                      exclude_labels=HELD_OUT_VALUES, lr=args.lr, crop_prob=args.crop_prob, tracking=None,
+                      exclude_labels=HELD_OUT_VALUES if args.exclude_held_out else (), lr=args.lr,
+                      crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed, tracking=None,
                       amp=args.device.startswith("cuda"), train_save_interval=10 ** 9)
+    request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
+               "device": args.device, "train_ds": datalist, "val_split": args.val_split,
+               "multi_gpu": False, "tracking": "None", "name": "run", "pretrained": False}
+    if engine is not None:
+        request.update({"val_ds": val_ds, "dataset": "Dataset"})
     start = time.time()
-    stats = task({"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
-                  "device": args.device, "train_ds": datalist, "val_split": args.val_split,
-                  "multi_gpu": False, "tracking": "None", "name": "run", "pretrained": False}, datastore)
+    stats = task(request, datastore)
     wall = time.time() - start
     card = {"command": " ".join(["python", "apps/pemed/train.py"] + (argv if argv is not None else sys.argv[1:])),
             "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init,
             "palm_scale": network.palm_scale,
             "batch": args.batch, "lr": args.lr, "size": args.size,
-            "n_studies": len(datalist), "device": args.device, "torch_threads": torch.get_num_threads(),
+            "n_studies": len(datalist), "engine": args.engine, "device": args.device, "torch_threads": torch.get_num_threads(),
             "wall_time_s": round(wall, 1), "checkpoint_meta": load_checkpoint(out)[1],
             "best_val_mean_dice": stats.get("best_metric")}
     with open(os.path.splitext(out)[0] + ".train.json", "w") as f:

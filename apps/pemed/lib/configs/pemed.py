@@ -26,7 +26,7 @@ from ..checkpoint import load_checkpoint
 from ..infers.pemed import PEMEDInfer
 from ..networks.pemed import ABLATIONS, PEMEDNet
 from ..trainers.pemed import PEMEDTrain
-from .labels import AAL_LABELS, HELD_OUT_VALUES
+from .labels import AAL_LABELS
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,6 @@ class PEMED(TaskConfig):
             publish_path=self.finetuned_path,
             size=self.size,
             modality=self.modality,
-            exclude_labels=HELD_OUT_VALUES,
             config={"max_epochs": 5},
             amp=torch.cuda.is_available(),
             tracking=None,

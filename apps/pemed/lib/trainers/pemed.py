@@ -1,9 +1,18 @@
 """PE-MED training on MONAI Label's BasicTrainTask: MONAI transforms, ignite engines, and the
-iterative click simulation as the engines' ``iteration_update``."""
+iterative click simulation as the engines' ``iteration_update``.
+
+Samples come from a datastore (images + saved labels: the server's continual fine-tuning) or, with
+``engine``, from the training-data engine (lib.data: items {"seed": ...}). ``resume_path`` keeps,
+after every epoch, what a run needs to continue in a later sitting: weights, optimiser, scheduler,
+epoch, iteration and every random state (torch, numpy, Python, the transforms', the click simulation's).
+"""
 
 import logging
-from typing import Iterable
+import os
+import random
+from typing import Iterable, Optional
 
+import numpy as np
 import torch
 from ignite.engine import Events
 from monai.handlers import LrScheduleHandler, MeanDice, from_engine
@@ -14,6 +23,7 @@ from monai.transforms import (Activationsd, AsDiscreted, EnsureChannelFirstd, En
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from ..checkpoint import save_checkpoint
+from ..data.engine import DataEngine, DataEngined
 from ..networks.pemed import PEMEDNet
 from ..transforms.transforms import (MatchChannelsd, RandCropAroundTargetd, RandStructureSliced, SelectStructured,
                                      intensity_transform)
@@ -26,9 +36,15 @@ logger = logging.getLogger(__name__)
 class PEMEDTrain(BasicTrainTask):
     def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = "MR",
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
-                 lr_gamma: float = 0.6, crop_prob: float = 0.5,
+                 lr_gamma: float = 0.6, crop_prob: float = 0.5, engine: Optional[DataEngine] = None,
+                 resume_path: str = "", seed: Optional[int] = None,
                  description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
+        self.engine = engine
+        self.resume_path = resume_path
+        self.seed = seed
+        self._scheduler = None
+        self._click_simulation: Optional[ClickSimulation] = None
         self.size = size
         self.modality = modality
         self.exclude_labels = tuple(int(v) for v in exclude_labels)
@@ -47,6 +63,15 @@ class PEMEDTrain(BasicTrainTask):
     def network(self, context: Context):
         return self._network
 
+    def load_path(self, output_dir, pretrained=True):
+        # The network handed in is the start (a checkpoint, or a resumed run's weights); BasicTrainTask
+        # would otherwise load the run folder's best-metric model.pt over it.
+        return None
+
+    def pre_process(self, request, datastore):
+        # engine runs have no datastore: their items come in the request's train_ds / val_ds
+        return request.get("train_ds", []) if datastore is None else super().pre_process(request, datastore)
+
     def optimizer(self, context: Context):
         return torch.optim.Adam(context.network.parameters(), lr=float(context.request.get("lr", self.lr)))
 
@@ -56,32 +81,37 @@ class PEMEDTrain(BasicTrainTask):
     def lr_scheduler_handler(self, context: Context):
         # The paper decays by 0.6 every 20 of 100 epochs: the same shape over any max_epochs.
         step = max(1, int(round(context.max_epochs * self.lr_step_fraction)))
-        scheduler = torch.optim.lr_scheduler.StepLR(context.optimizer, step_size=step, gamma=self.lr_gamma)
-        return LrScheduleHandler(scheduler, print_lr=True)
+        self._scheduler = torch.optim.lr_scheduler.StepLR(context.optimizer, step_size=step, gamma=self.lr_gamma)
+        return LrScheduleHandler(self._scheduler, print_lr=True)
 
     def _pre_transforms(self, augment: bool):
         spatial = ("image", "label")
-        load = [
-            LoadImaged(keys=spatial),
-            EnsureChannelFirstd(keys=spatial),
-            MatchChannelsd(keys="image", channels=self._network.in_channels),
-            RandStructureSliced(keys=spatial, exclude=self.exclude_labels),
-            EnsureTyped(keys=spatial, dtype=(torch.float32, torch.int16), track_meta=False),
-            intensity_transform(self.modality, "image"),
-            SelectStructured(keys="label", exclude=self.exclude_labels),
-        ]
+        to_tensors = EnsureTyped(keys=spatial, dtype=(torch.float32, torch.int16), track_meta=False)
         # Clients send slices in any orientation and at any size.
         spatial_aug = [
             RandCropAroundTargetd(keys=spatial, prob=self.crop_prob),
             RandFlipd(keys=spatial, prob=0.5, spatial_axis=0),
             RandFlipd(keys=spatial, prob=0.5, spatial_axis=1),
             RandRotate90d(keys=spatial, prob=0.5, max_k=3),
-            RandZoomd(keys=spatial, prob=0.5, min_zoom=0.8, max_zoom=1.5, mode=("bilinear", "nearest"), keep_size=True),
         ]
         to_network = [
             Resized(keys=spatial, spatial_size=self.size, size_mode="longest", mode=("bilinear", "nearest")),
             SpatialPadd(keys=spatial, spatial_size=(self.size, self.size)),
         ]
+        if self.engine is not None:  # the engine draws, warps, degrades and normalises each sample
+            load = [DataEngined(self.engine), to_tensors]
+            return load + spatial_aug + to_network if augment else load + to_network
+        load = [
+            LoadImaged(keys=spatial),
+            EnsureChannelFirstd(keys=spatial),
+            MatchChannelsd(keys="image", channels=self._network.in_channels),
+            RandStructureSliced(keys=spatial, exclude=self.exclude_labels),
+            to_tensors,
+            intensity_transform(self.modality, "image"),
+            SelectStructured(keys="label", exclude=self.exclude_labels),
+        ]
+        spatial_aug.append(
+            RandZoomd(keys=spatial, prob=0.5, min_zoom=0.8, max_zoom=1.5, mode=("bilinear", "nearest"), keep_size=True))
         intensity_aug = [
             RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
             RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
@@ -111,7 +141,9 @@ class PEMEDTrain(BasicTrainTask):
                                                     include_background=True)}
 
     def train_iteration_update(self, context: Context):
-        return ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=True)
+        self._click_simulation = ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=True,
+                                                 seed=self.seed)
+        return self._click_simulation
 
     def val_iteration_update(self, context: Context):
         return ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=False)
@@ -119,7 +151,10 @@ class PEMEDTrain(BasicTrainTask):
     def train_handlers(self, context: Context):
         handlers = super().train_handlers(context)
         if context.local_rank == 0:
-            handlers.append(_PublishPEMED(self.pemed_publish_path, context))
+            publisher = _PublishPEMED(self.pemed_publish_path, context)
+            handlers.append(publisher)
+            if self.resume_path:
+                handlers.append(_ResumeState(self.resume_path, self, context, publisher))
         return handlers
 
 
@@ -152,3 +187,62 @@ class _PublishPEMED:
             meta["val_mean_dice"] = self.context.evaluator.state.metrics.get(BasicTrainTask.VAL_METRIC_MEAN_DICE)
         save_checkpoint(self.path, net, meta)
         logger.info(f"PE-MED checkpoint written to {self.path}: {meta}")
+
+
+def _random_states(transforms) -> list:
+    return [t.R.get_state() for t in getattr(transforms, "transforms", ()) if hasattr(t, "R")]
+
+
+class _ResumeState:
+    """Everything a run needs to go on in a later sitting, written atomically after every epoch and
+    read back when the run starts (if the file exists): the run continues at the next epoch with the
+    optimiser, learning-rate schedule and random streams where they were."""
+
+    def __init__(self, path: str, task: "PEMEDTrain", context: Context, publisher: _PublishPEMED):
+        self.path, self.task, self.context, self.publisher = path, task, context, publisher
+
+    def attach(self, engine):
+        engine.add_event_handler(Events.STARTED, self.load)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
+
+    def _transforms(self, engine):
+        return engine.data_loader.dataset.transform
+
+    def save(self, engine):
+        net = self.context.network.module if hasattr(self.context.network, "module") else self.context.network
+        sim = self.task._click_simulation
+        state = {
+            "epoch": engine.state.epoch, "iteration": engine.state.iteration,
+            "epoch_losses": list(self.publisher.epoch_losses),
+            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "optimizer": self.context.optimizer.state_dict(),
+            "scheduler": self.task._scheduler.state_dict() if self.task._scheduler else None,
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+            "transform_rng": _random_states(self._transforms(engine)),
+            "click_rng": (sim.rng.bit_generator.state, sim.sampler.rng.bit_generator.state) if sim else None,
+        }
+        tmp = self.path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, engine):
+        if not os.path.exists(self.path):
+            return
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        net = self.context.network.module if hasattr(self.context.network, "module") else self.context.network
+        net.load_state_dict(state["model"])
+        self.context.optimizer.load_state_dict(state["optimizer"])
+        if state["scheduler"] and self.task._scheduler:
+            self.task._scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(state["numpy_rng"])
+        random.setstate(state["python_rng"])
+        transforms = [t for t in getattr(self._transforms(engine), "transforms", ()) if hasattr(t, "R")]
+        for t, r in zip(transforms, state["transform_rng"]):
+            t.R.set_state(r)
+        sim = self.task._click_simulation
+        if sim and state["click_rng"]:
+            sim.rng.bit_generator.state, sim.sampler.rng.bit_generator.state = state["click_rng"]
+        self.publisher.epoch_losses = list(state["epoch_losses"])
+        engine.state.epoch, engine.state.iteration = state["epoch"], state["iteration"]
+        logger.info(f"resumed from {self.path} after epoch {state['epoch']}")

@@ -7,6 +7,9 @@ Writes MONAI Label studies folders (images + labels/final with the same file nam
     <out>/slices/train  2D slices of both volumes along the three axes, every 2nd slice (training)
     <out>/slices/eval   2D slices of ch2bet, every 6th slice offset by 3 (evaluation)
     <out>/labels.json   AAL structure names -> label values
+    <out>/eval/<group>  the evaluation set, one studies folder per group of targets (0/1 labels;
+                        apps/pemed/lib/data/eval_set.py): held-out parcels, large objects, tissue
+                        classes, held-out parcels under synthetic contrasts, lesions
     <out>/colin27_maps.npz  every usable mricron-data label map on Colin27's grid, and the masks the
                         training-data engine derives (apps/pemed/lib/data/atlases.py)
 Training must never see the held-out structures (apps/pemed/lib/configs/labels.py): the trainer
@@ -85,8 +88,12 @@ def build(src: str, out: str) -> dict:
     counts["eval"] = write_slices("ch2bet", images["ch2bet"], label, os.path.join(out, "slices", "eval"), 6, 3, 400)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", "pemed"))
     from lib.data.atlases import load_maps
+    from lib.data.engine import DataEngine
+    from lib.data.eval_set import write_eval_set
 
-    load_maps(src, os.path.join(out, "colin27_maps.npz"))
+    engine = DataEngine(load_maps(src, os.path.join(out, "colin27_maps.npz")))
+    if label.shape == (181, 217, 181):  # the real Colin27 grid (the tests' small fakes have no eval set)
+        counts["eval_set"] = write_eval_set(engine, os.path.join(out, "eval"))
     names = read_aal_names(paths["names"])
     with open(os.path.join(out, "labels.json"), "w") as f:
         json.dump(names, f, indent=1)

@@ -48,3 +48,19 @@ def test_evaluate_volumes_samples_slices_per_structure(tmp_path, tiny_checkpoint
 
 def test_evaluate_rejects_an_empty_folder(tmp_path):
     assert evaluate.main(["--studies", str(tmp_path), "--model", "grabcut", "--out", str(tmp_path / "x.json")]) == 2
+
+
+def test_eval_set_groups_and_the_random_walker(studies_2d, tmp_path):
+    """--eval-set runs every group folder and writes one summary per group; the random walker, seeded
+    by the clicks and the image border, segments a bright phantom."""
+    root = tmp_path / "eval"
+    root.mkdir()
+    os.symlink(studies_2d, root / "lesions")
+    os.symlink(studies_2d, root / "large")
+    out = str(tmp_path / "rw.json")
+    assert evaluate.main(["--eval-set", str(root), "--groups", "large,lesions", "--model", "random_walker",
+                          "--out", out, "--max-clicks", "3"]) == 0
+    groups = json.load(open(out))["groups"]
+    assert set(groups) == {"large", "lesions"} and groups["large"]["n_samples"] == 18
+    assert groups["large"]["dice_at"]["3"] > 0.8
+    assert evaluate.main(["--eval-set", str(root), "--groups", "tissue", "--model", "grabcut", "--out", out]) == 2

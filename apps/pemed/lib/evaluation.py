@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .prompts.clicks import Click, next_eval_click
+from .prompts.clicks import DISK_RADIUS, Click, next_eval_click
 
 DICE_AT = (1, 3, 5, 10, 20)
 JITTER_DROP = 0.01
@@ -123,14 +123,19 @@ class PredictorSegmenter:
 
 
 class GrabCutSegmenter:
-    """OpenCV GrabCut seeded by the clicks: disks of the click radius as sure fore/background,
-    the bounding box of the positive clicks (grown by ``margin``) as probable foreground."""
+    """OpenCV GrabCut seeded by the clicks: disks of the click radius as sure fore/background, and
+    as probable foreground either the whole image inside a ``margin``-pixel frame of background
+    (``init="image"``, GrabCut's usual start, which suits large objects) or the bounding box of the
+    positive clicks grown by ``margin`` (``init="clicks"``, the project's earlier baseline, which
+    suits small ones)."""
 
-    def __init__(self, iterations: int = 5, margin: int = 15, radius: int = 5):
+    def __init__(self, iterations: int = 5, margin: int = 15, radius: int = DISK_RADIUS, init: str = "image"):
         import cv2  # optional dependency, only this baseline needs it
 
+        if init not in ("image", "clicks"):
+            raise ValueError(f"init must be 'image' or 'clicks', got {init!r}")
         self.cv2 = cv2
-        self.iterations, self.margin, self.radius = iterations, margin, radius
+        self.iterations, self.margin, self.radius, self.init = iterations, margin, radius, init
         self.image: Optional[np.ndarray] = None
 
     def start(self, image: np.ndarray) -> None:
@@ -144,11 +149,15 @@ class GrabCutSegmenter:
         cv2 = self.cv2
         h, w = self.image.shape[:2]
         mask = np.full((h, w), cv2.GC_BGD, np.uint8)
-        pos = [c for c in clicks if c.positive]
-        rows, cols = [c.row for c in pos], [c.col for c in pos]
-        r0, r1 = max(0, min(rows) - self.margin), min(h, max(rows) + self.margin + 1)
-        c0, c1 = max(0, min(cols) - self.margin), min(w, max(cols) + self.margin + 1)
-        mask[r0:r1, c0:c1] = cv2.GC_PR_FGD
+        if self.init == "image":
+            m = min(self.margin, h // 4, w // 4)
+            mask[m:h - m, m:w - m] = cv2.GC_PR_FGD
+        else:
+            pos = [c for c in clicks if c.positive]
+            rows, cols = [c.row for c in pos], [c.col for c in pos]
+            r0, r1 = max(0, min(rows) - self.margin), min(h, max(rows) + self.margin + 1)
+            c0, c1 = max(0, min(cols) - self.margin), min(w, max(cols) + self.margin + 1)
+            mask[r0:r1, c0:c1] = cv2.GC_PR_FGD
         for c in clicks:
             cv2.circle(mask, (c.col, c.row), self.radius, int(cv2.GC_FGD if c.positive else cv2.GC_BGD), -1)
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
@@ -157,3 +166,33 @@ class GrabCutSegmenter:
         except cv2.error:
             pass  # degenerate seeds (e.g. no background left): keep the seeded mask
         return np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.float32)
+
+
+class RandomWalkerSegmenter:
+    """scikit-image's random walker (Grady 2006) seeded by the clicks: disks of the click radius as
+    foreground / background seeds, and the image border as background, so that a first positive
+    click alone has something to walk against. Returns the foreground probability."""
+
+    def __init__(self, beta: float = 130.0, radius: int = DISK_RADIUS):
+        from skimage.segmentation import random_walker
+
+        self.random_walker = random_walker
+        self.beta, self.radius = beta, radius
+        self.image: Optional[np.ndarray] = None
+
+    def start(self, image: np.ndarray) -> None:
+        img = np.asarray(image, dtype=np.float64)
+        self.image = img.mean(axis=0) if img.ndim == 3 else img
+
+    def step(self, clicks: Sequence[Click]) -> np.ndarray:
+        h, w = self.image.shape
+        seeds = np.zeros((h, w), np.int32)
+        seeds[[0, -1], :] = 2
+        seeds[:, [0, -1]] = 2
+        yy, xx = np.ogrid[:h, :w]
+        for c in clicks:
+            seeds[(yy - c.row) ** 2 + (xx - c.col) ** 2 <= self.radius ** 2] = 1 if c.positive else 2
+        if not (seeds == 1).any():
+            return np.zeros((h, w), np.float32)
+        prob = self.random_walker(self.image, seeds, beta=self.beta, mode="cg_j", tol=1e-3, return_full_prob=True)
+        return np.clip(prob[0], 0.0, 1.0).astype(np.float32)

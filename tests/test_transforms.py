@@ -67,3 +67,19 @@ def test_crop_around_target_keeps_the_whole_target_and_zooms_in():
         assert 30 <= h <= 60 and 30 <= w <= 60  # 1.5-2x the 20 px box, at least 0.2 x 200
     never = RandCropAroundTargetd(keys=("image", "label"), prob=0.0)
     assert never({"image": torch.as_tensor(image), "label": torch.as_tensor(label)})["label"].shape == label.shape
+
+
+def test_modality_is_decided_per_image():
+    from lib.transforms.transforms import detect_modality, normalize_intensity
+
+    rng = np.random.default_rng(0)
+    ct = rng.uniform(-1000, 1500, (40, 50)).astype(np.float32)
+    mr = rng.uniform(0, 900, (40, 50)).astype(np.float32)
+    assert detect_modality(ct) == "CT" and detect_modality(mr) == "MR"
+    assert detect_modality(mr, {"0008|0060": "CT "}) == "CT"  # the DICOM tag wins (ITK's key)
+    assert detect_modality(ct, {"00080060": {"vr": "CS", "Value": ["MR"]}}) == "MR"  # pydicom's JSON model
+    assert detect_modality(mr, {"Modality": "US"}) == "MR"  # everything not CT gets percentiles
+    # auto on a CT image applies the HU window: -160 HU -> 0, 240 HU -> 1
+    window = normalize_intensity(np.array([[-160.0, 40.0, 240.0, -1000.0]]), "auto")
+    assert np.allclose(window, [[0.0, 0.5, 1.0, 0.0]])
+    assert np.allclose(normalize_intensity(np.array([[-160.0, 40.0, 240.0, -1000.0]]), "CT"), window)

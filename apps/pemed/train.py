@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--modality", default="MR")
+    p.add_argument("--modality", default="auto", help="--studies: auto (per image), MR or CT")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--limit", type=int, default=0, help="use only the first N studies (smoke runs)")
     p.add_argument("--val-split", type=float, default=0.1)

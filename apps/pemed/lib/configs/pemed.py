@@ -1,7 +1,8 @@
 """TaskConfig for PE-MED: the interactive infer task and its trainer.
 
 conf keys (``--conf key value`` on ``monailabel start_server``):
-    pemed_modality   MR (default) or CT: the intensity normalisation
+    pemed_modality   auto (default: per image, from the DICOM Modality tag or else the intensity range),
+                     or CT / MR to force one normalisation for every image
     pemed_size       network input size (default 256)
     pemed_zoom_in    false to segment later clicks on the whole image; by default (true) they are
                      segmented in a box around the mask and the clicks, which the bundled model was
@@ -26,6 +27,7 @@ from ..checkpoint import load_checkpoint
 from ..infers.pemed import PEMEDInfer
 from ..networks.pemed import ABLATIONS, PEMEDNet
 from ..trainers.pemed import PEMEDTrain
+from ..transforms.transforms import AUTO
 from .labels import AAL_LABELS
 
 logger = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ class PEMED(TaskConfig):
     def init(self, name: str, model_dir: str, conf, planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
         self.labels = dict(AAL_LABELS)
-        self.modality = conf.get("pemed_modality", "MR")
+        self.modality = conf.get("pemed_modality", AUTO)
         self.size = int(conf.get("pemed_size", 256))
         self.zoom_in = str(conf.get("pemed_zoom_in", ZOOM_IN_DEFAULT)).lower() == "true"
         self.bundled_path = os.path.join(model_dir, "pemed.pt")

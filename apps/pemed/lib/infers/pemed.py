@@ -32,7 +32,7 @@ from ..checkpoint import load_checkpoint
 from ..predictor import PEMEDPredictor
 from ..prompts.clicks import Click
 from ..prompts.session import SessionStore
-from ..transforms.transforms import normalize_intensity
+from ..transforms.transforms import AUTO, detect_modality, normalize_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +49,15 @@ class InvalidRequest(ValueError):
 
 class ImageCache:
     """The last few images read, keyed by path and modification time: later clicks on the same image
-    skip decoding it."""
+    skip decoding it. Each keeps the modality found for the whole image (DICOM tag or intensities)."""
 
     def __init__(self, capacity: int = 4):
         self.capacity = capacity
-        self._items: "OrderedDict[Tuple, Tuple[np.ndarray, np.ndarray, bool]]" = OrderedDict()
+        self._items: "OrderedDict[Tuple, Tuple[np.ndarray, np.ndarray, bool, str]]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def load(self, path: str) -> Tuple[np.ndarray, np.ndarray, bool]:
-        """Returns (array, affine, is_rgb): spatial axes first, an RGB image as (C, X, Y)."""
+    def load(self, path: str) -> Tuple[np.ndarray, np.ndarray, bool, str]:
+        """Returns (array, affine, is_rgb, modality): spatial axes first, an RGB image as (C, X, Y)."""
         if not path or not os.path.exists(path):
             raise InvalidRequest(f"image not found: {path or '(empty id)'}", 404)
         key = (path, os.path.getmtime(path), os.path.getsize(path))
@@ -74,7 +74,7 @@ class ImageCache:
         is_rgb = path.lower().endswith(RGB_EXTENSIONS) and array.ndim == 3 and array.shape[-1] in (3, 4)
         if is_rgb:
             array = np.moveaxis(array[..., :3], -1, 0)
-        item = (array, affine, is_rgb)
+        item = (array, affine, is_rgb, detect_modality(array, getattr(img, "meta", None)))
         with self._lock:
             self._items[key] = item
             while len(self._items) > self.capacity:
@@ -111,7 +111,7 @@ def bool_param(data: Dict[str, Any], name: str) -> bool:
 
 
 class PEMEDInfer(BasicInferTask):
-    def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = "MR", size: int = 256,
+    def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = AUTO, size: int = 256,
                  zoom_in: bool = False,
                  description: str = "PE-MED interactive segmentation: click inside (foreground) or outside (background)",
                  session_ttl_s: float = 1800.0, max_sessions: int = 64):
@@ -184,10 +184,10 @@ class PEMEDInfer(BasicInferTask):
 
     def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
         t0 = time.perf_counter()
-        array, affine, is_rgb = self.images.load(data.get("image_path") or data.get("image"))
+        array, affine, is_rgb, found_modality = self.images.load(data.get("image_path") or data.get("image"))
         image, clicks, axis, index = self._slice(array, is_rgb, data)
         t_load = time.perf_counter()
-        image = normalize_intensity(image, self.modality)
+        image = normalize_intensity(image, found_modality if self.modality.lower() == AUTO else self.modality)
         key = (data.get("image"), str(data.get("label") or ""), axis, index)
         with self._lock:
             predictor = self.predictor(str(device))

@@ -25,7 +25,7 @@ from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 from ..checkpoint import save_checkpoint
 from ..data.engine import DataEngine, DataEngined
 from ..networks.pemed import PEMEDNet
-from ..transforms.transforms import (MatchChannelsd, RandCropAroundTargetd, RandStructureSliced, SelectStructured,
+from ..transforms.transforms import (AUTO, MatchChannelsd, RandCropAroundTargetd, RandStructureSliced, SelectStructured,
                                      intensity_transform)
 from .click_simulation import ClickSimulation
 from .loss import NormalizedFocalLoss
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 class PEMEDTrain(BasicTrainTask):
-    def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = "MR",
+    def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = AUTO,
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
                  lr_gamma: float = 0.6, crop_prob: float = 0.5, engine: Optional[DataEngine] = None,
                  resume_path: str = "", seed: Optional[int] = None,

@@ -14,16 +14,59 @@ CT_WINDOW = (-160.0, 240.0)  # abdominal soft-tissue window (HU)
 MR_PERCENTILES = (0.5, 99.5)
 
 
+AUTO = "auto"
+MODALITY_TAGS = ("0008|0060", "00080060", "Modality")  # ITK's, pydicom's and plain keys for DICOM (0008,0060)
+HU_AIR_PERCENTILE, HU_AIR_BELOW = 1.0, -500.0  # a CT image holds air (-1000 HU); no MR or photo goes below 0
+
+
+def modality_from_meta(meta) -> Optional[str]:
+    """The DICOM Modality tag of an image's metadata, if there is one."""
+    for key in MODALITY_TAGS:
+        value = (meta or {}).get(key)
+        if isinstance(value, dict):  # pydicom's JSON model: {"vr": "CS", "Value": ["CT"]}
+            value = (value.get("Value") or [None])[0]
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value:
+            return str(value).strip().upper()
+    return None
+
+
+def detect_modality(image, meta=None) -> str:
+    """"CT" or "MR" (the percentile normalisation every non-CT image gets), per image: the DICOM
+    Modality tag where there is one, else the intensity range (Hounsfield units reach air's -1000)."""
+    tag = modality_from_meta(meta if meta is not None else getattr(image, "meta", None))
+    if tag:
+        return "CT" if tag == "CT" else "MR"
+    values = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
+    return "CT" if values.size and np.percentile(values, HU_AIR_PERCENTILE) < HU_AIR_BELOW else "MR"
+
+
 def intensity_transform(modality: str, keys: KeysCollection = "image") -> Transform:
-    """CT: a fixed HU window to [0, 1]; anything else (MR, photos, ultrasound): per-image percentiles."""
+    """CT: a fixed HU window to [0, 1]; anything else (MR, photos, ultrasound): per-image percentiles;
+    ``auto``: decided per image (detect_modality)."""
+    if modality.lower() == AUTO:
+        return NormalizeByModalityd(keys)
     if modality.upper() == "CT":
         return ScaleIntensityRanged(keys, a_min=CT_WINDOW[0], a_max=CT_WINDOW[1], b_min=0.0, b_max=1.0, clip=True)
     return ScaleIntensityRangePercentilesd(keys, lower=MR_PERCENTILES[0], upper=MR_PERCENTILES[1], b_min=0.0,
                                            b_max=1.0, clip=True, relative=False)
 
 
-def normalize_intensity(image: np.ndarray, modality: str) -> np.ndarray:
-    """The same normalisation for a bare array (serving and evaluation)."""
+class NormalizeByModalityd(MapTransform):
+    """Each image normalised for its own modality, so a server holds CT and MR side by side."""
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = intensity_transform(detect_modality(d[key]), key)({key: d[key]})[key]
+        return d
+
+
+def normalize_intensity(image: np.ndarray, modality: str, meta=None) -> np.ndarray:
+    """The same normalisation for a bare array (serving and evaluation); ``meta`` may hold the DICOM tag."""
+    if modality.lower() == AUTO:
+        modality = detect_modality(image, meta)
     return np.asarray(intensity_transform(modality, "image")({"image": torch.as_tensor(image, dtype=torch.float32)})["image"],
                       dtype=np.float32)
 

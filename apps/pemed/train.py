@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"),
                    help="--engine: where the label maps on Colin27's grid are kept after the first build")
     p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt if it exists")
+    p.add_argument("--workers", type=int, default=0,
+                   help="data-loading processes (0: draw in the training process; a GPU run wants several)")
     p.add_argument("--out", required=True)
     p.add_argument("--modules", default="all", choices=sorted(ABLATIONS))
     p.add_argument("--epochs", type=int, default=40)
@@ -99,13 +101,16 @@ def main(argv=None) -> int:
         os.remove(resume_path)  # a fresh run must not pick up an old one's state
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,
                       exclude_labels=HELD_OUT_VALUES if args.exclude_held_out else (), lr=args.lr,
-                      crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed, tracking=None,
+                      crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed,
+                      num_workers=args.workers, tracking=None,
                       amp=args.device.startswith("cuda"), train_save_interval=10 ** 9)
     request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
                "device": args.device, "train_ds": datalist, "val_split": args.val_split,
                "multi_gpu": False, "tracking": "None", "name": "run", "pretrained": False}
     if engine is not None:
         request.update({"val_ds": val_ds, "dataset": "Dataset"})
+    if args.workers:
+        request["dataloader"] = "DataLoader"  # processes, not threads: the engine is numpy/scipy under the GIL
     start = time.time()
     stats = task(request, datastore)
     wall = time.time() - start

@@ -37,12 +37,13 @@ class PEMEDTrain(BasicTrainTask):
     def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = AUTO,
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
                  lr_gamma: float = 0.6, crop_prob: float = 0.5, engine: Optional[DataEngine] = None,
-                 resume_path: str = "", seed: Optional[int] = None,
+                 resume_path: str = "", seed: Optional[int] = None, num_workers: int = 0,
                  description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.engine = engine
         self.resume_path = resume_path
         self.seed = seed
+        self.num_workers = num_workers  # data-loading processes: the engine's draws in parallel (a GPU needs them)
         self._scheduler = None
         self._click_simulation: Optional[ClickSimulation] = None
         self.size = size
@@ -67,6 +68,9 @@ class PEMEDTrain(BasicTrainTask):
         # The network handed in is the start (a checkpoint, or a resumed run's weights); BasicTrainTask
         # would otherwise load the run folder's best-metric model.pt over it.
         return None
+
+    def train_data_loader(self, context: Context, num_workers=0, shuffle=True):
+        return super().train_data_loader(context, max(num_workers, self.num_workers), shuffle)
 
     def pre_process(self, request, datastore):
         # engine runs have no datastore: their items come in the request's train_ds / val_ds

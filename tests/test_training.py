@@ -60,3 +60,19 @@ def test_engine_run_resumed_in_a_second_sitting_equals_one_run(tmp_path):
     a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
     assert a["meta"]["epoch_losses"] == b["meta"]["epoch_losses"] and len(a["meta"]["epoch_losses"]) == 3
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_the_servers_trainer_keeps_every_label_value(tmp_path):
+    """A user's saved 0/1 mask (value 1 is an AAL value held out of the bundled model's training)
+    must train as a target: only train.py --exclude-held-out drops those values."""
+    import shutil
+
+    from conftest import APP_DIR
+    from lib.configs.pemed import PEMED
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    shutil.copy(os.path.join(APP_DIR, "model", "pemed.pt"), model_dir / "pemed.pt")
+    config = PEMED()
+    config.init("pemed", str(model_dir), {}, None)
+    assert config.trainer().exclude_labels == ()

@@ -40,6 +40,7 @@ ATLAS_FILES = {
     "aicha": "AICHAmc.nii.gz",
 }
 FORBIDDEN_PREFIX = "inia19"
+MIN_INSIDE_HEAD = 0.95  # measured: every map used has > 99.9% of its labelled voxels inside the head
 
 # Synthesis label values: tissue classes and the atlas structures refining them.
 OUTSIDE_CLASSES = (1, 2, 3)  # head outside the brain, darkest to brightest
@@ -138,6 +139,11 @@ def build_maps(src: str = DEFAULT_SRC) -> ColinMaps:
     for axis in range(3):  # fill the skull's inside slice by slice (the head is open at the neck)
         head = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(head, axis, 0)], axis=axis)
     head |= brain
+
+    for name, atlas in atlases.items():  # a wrong affine would put a map partly outside the head
+        inside = float((head & (atlas > 0)).sum() / max(1, (atlas > 0).sum()))
+        if inside < MIN_INSIDE_HEAD:
+            raise ValueError(f"{ATLAS_FILES[name]}: only {inside:.0%} of its labels fall inside Colin27's head")
 
     tissue = np.zeros(shape, np.uint8)
     inside = images["ch2bet"][brain]

@@ -25,6 +25,11 @@ import sys
 import nibabel as nib
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", "pemed"))
+from lib.data.atlases import load_maps  # noqa: E402
+from lib.data.engine import EVAL_OFFSET, EVAL_STEP, DataEngine  # noqa: E402
+from lib.data.eval_set import write_eval_set  # noqa: E402
+
 DEFAULT_SRC = "/usr/share/mricron/templates"
 AXES = {0: "sag", 1: "cor", 2: "ax"}
 
@@ -85,12 +90,8 @@ def build(src: str, out: str) -> dict:
     counts = {"volumes": len(images)}
     counts["train"] = sum(write_slices(n, img, label, os.path.join(out, "slices", "train"), 2, 0, 400)
                           for n, img in images.items())
-    counts["eval"] = write_slices("ch2bet", images["ch2bet"], label, os.path.join(out, "slices", "eval"), 6, 3, 400)
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "apps", "pemed"))
-    from lib.data.atlases import load_maps
-    from lib.data.engine import DataEngine
-    from lib.data.eval_set import write_eval_set
-
+    counts["eval"] = write_slices("ch2bet", images["ch2bet"], label, os.path.join(out, "slices", "eval"), EVAL_STEP,
+                                   EVAL_OFFSET, 400)
     engine = DataEngine(load_maps(src, os.path.join(out, "colin27_maps.npz")))
     if label.shape == (181, 217, 181):  # the real Colin27 grid (the tests' small fakes have no eval set)
         counts["eval_set"] = write_eval_set(engine, os.path.join(out, "eval"))

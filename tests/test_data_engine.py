@@ -50,7 +50,7 @@ def test_target_sizes_span_small_structures_to_the_whole_brain(draws):
 
 def test_image_and_target_stay_aligned_under_the_warp():
     from lib.data.synth import random_warp, warp
-    from lib.data.engine import dice
+    from lib.evaluation import dice
 
     rng = np.random.default_rng(0)
     target = np.zeros((120, 150), np.uint8)

@@ -3,7 +3,8 @@
 A draw picks a target kind (targets.TargetKinds, weights ``kind_weights``), a slice of Colin27 along
 a random axis, and an image source: the real ch2 or ch2bet slice (``real_prob``; the evaluation
 slices, every 6th from offset 3 on each axis, are never drawn) or a SynthSeg-style image drawn from
-the label map (synth). Image and target are warped by the same random affine + elastic field, a
+the label map (synth). Image and target get a margin and are warped by the same random affine +
+elastic field, a
 lesion kind paints lesions and takes one as the target, the image is degraded and normalised as
 serving normalises it, and a superpixel kind takes its target from that final image.
 
@@ -19,6 +20,7 @@ import torch
 from monai.transforms import MapTransform, Randomizable
 
 from ..configs.labels import HELD_OUT_VALUES
+from ..evaluation import dice
 from ..transforms.transforms import normalize_intensity
 from .atlases import ColinMaps
 from .synth import degrade, gaussian_mixture_image, place_lesions, random_warp, touches_border, warp
@@ -29,11 +31,6 @@ DEFAULT_KIND_WEIGHTS = {"parcel": 1.0, "union": 1.0, "region": 1.0, "brain": 0.6
 EVAL_STEP, EVAL_OFFSET = 6, 3  # the real evaluation slices (datasets/build_sample.py)
 HELD_OUT_DICE = 0.5
 MARGIN = 0.08  # of each side, added around a slice before the warp
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = a.sum() + b.sum()
-    return 0.0 if s == 0 else float(2.0 * (a & b).sum() / s)
 
 
 class DataEngine:
@@ -127,7 +124,7 @@ class DataEngine:
                 return None
         if kind != "lesion" and self.exclude_held_out:
             for value in np.unique(held_out[held_out > 0]):
-                if dice(target, held_out == value) >= HELD_OUT_DICE:
+                if dice(held_out == value, target) >= HELD_OUT_DICE:
                     return None
         return {"image": image.astype(np.float32), "label": target.astype(np.uint8), "kind": kind, "source": source,
                 "axis": axis, "slice": index}

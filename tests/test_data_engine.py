@@ -102,3 +102,17 @@ def test_held_out_structures_are_never_targets_nor_named_parts(engine):
             mask = engine.targets.kinds[kind](aal_only, rng)
             if mask is not None:
                 assert not held_out & set(np.unique(layers.atlases["aal"][mask]).tolist()), kind
+
+
+def test_connected_components_of_multi_part_targets(engine):
+    from lib.data.targets import TargetKinds, components
+
+    always = TargetKinds(engine.held_out, engine.min_area, component_prob=1.0)
+    rng = np.random.default_rng(0)
+    layers = engine.layers(2, 90)
+    for _ in range(5):
+        whole = always.kinds["tissue"](layers, np.random.default_rng(1))
+        part = always.draw("tissue", layers, np.random.default_rng(1))
+        assert len(components(part, 1)) == 1 and (part <= whole).all() and part.sum() < whole.sum()
+        region = always.draw("region", layers, rng)  # empty where the lobe is not on this slice
+        assert len(components(region, 1)) == (1 if region.sum() >= engine.min_area else 0)

@@ -88,7 +88,7 @@ class DataEngine:
 
         target = None
         if kind in self.targets.kinds:
-            target = self.targets.kinds[kind](layers, rng)
+            target = self.targets.draw(kind, layers, rng)
             if target is None or target.sum() < self.min_area:
                 return None
         if real:

@@ -8,6 +8,7 @@ Each kind is a function (slice, rng) -> boolean mask or None (nothing of that ki
     head        the whole head
     tissue      a tissue class inside the brain (CSF, grey or white matter)
     csf         one dark CSF space (a connected component of the CSF class: ventricles, sulci)
+    (any of union, region and tissue, with probability ``component_prob``: one connected component of it)
     superpixel  Felzenszwalb superpixels of the final image, a random one and some neighbours, so any
                 region bounded by edges is a target (as ScribblePrompt trains)
     lesion      a synthetic lesion (the engine paints it; see synth.place_lesions)
@@ -35,6 +36,7 @@ LOBES = {
     "limbic": ("Cingulum_", "Hippocampus", "ParaHippocampal", "Amygdala", "Insula"),
     "cerebellum": ("Cerebelum_", "Vermis_"),
 }
+SPLITTABLE = ("union", "region", "tissue")
 MIDLINE_X = 90  # Colin27 voxel index of world x = 0 (the affine's x offset is -90 mm at 1 mm)
 
 
@@ -73,14 +75,27 @@ def components(mask: np.ndarray, min_area: int):
 
 
 class TargetKinds:
-    def __init__(self, held_out: Sequence[int], min_area: int = 40, exclude_held_out: bool = True):
+    def __init__(self, held_out: Sequence[int], min_area: int = 40, exclude_held_out: bool = True,
+                 component_prob: float = 0.25):
         self.held_out = tuple(int(v) for v in held_out) if exclude_held_out else ()
         self.min_area = min_area
+        self.component_prob = component_prob
         self.lobes = lobe_values(self.held_out)
         self.kinds: Dict[str, Callable] = {
             "parcel": self.parcel, "union": self.union, "region": self.region, "brain": self.brain,
             "head": self.head, "tissue": self.tissue, "csf": self.csf,
         }
+
+    def draw(self, kind: str, layers: SliceLayers, rng) -> Optional[np.ndarray]:
+        """A target of ``kind`` on this slice (None if there is none); multi-part kinds sometimes
+        give one connected component of it instead, chosen in proportion to its area."""
+        mask = self.kinds[kind](layers, rng)
+        if mask is not None and kind in SPLITTABLE and rng.random() < self.component_prob:
+            parts = components(mask, self.min_area)
+            if parts:
+                areas = np.array([p.sum() for p in parts], dtype=float)
+                mask = parts[int(rng.choice(len(parts), p=areas / areas.sum()))]
+        return mask
 
     def _allowed(self, name: str, values: np.ndarray) -> np.ndarray:
         values = values[values > 0]

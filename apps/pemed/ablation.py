@@ -83,7 +83,7 @@ def main(argv=None) -> int:
             return 1
         results[row] = json.load(open(out))
     out = os.path.join(args.out, "grabcut.json")
-    if os.path.exists(out) or evaluate.main(common_eval + ["--model", "grabcut", "--out", out]) == 0:
+    if os.path.exists(out) or evaluate.main(common_eval + ["--model", "grabcut_clicks", "--out", out]) == 0:
         results["grabcut"] = json.load(open(out))
     text = (f"Ablation: every row trained {args.epochs} epochs (batch {args.batch}) on {args.train}; "
             f"evaluated on {args.eval} ({args.labels} structures), Dice-based NoC.\n\n" + table(results) + "\n")

@@ -61,3 +61,17 @@ def test_zoom_in_box_covers_the_mask_and_clicks(tiny_checkpoint):
     outside = np.ones((100, 120), bool)
     outside[box.top:box.top + box.height, box.left:box.left + box.width] = False
     assert np.allclose(out.logits[0, 0].numpy()[outside], -5.0)  # untouched outside the box
+
+
+def test_a_far_positive_click_widens_the_zoom_to_the_whole_image(tiny_checkpoint):
+    net, _ = load_checkpoint(tiny_checkpoint)
+    p = PEMEDPredictor(net, "cpu", 64, trace=False, zoom_in=True, zoom_far=0.5)
+    p.set_image(np.random.rand(200, 200))
+    prev = torch.full((1, 1, 200, 200), -20.0)
+    prev[..., 90:110, 90:110] = 5.0  # a 20-pixel mask: equivalent diameter about 22.6
+    near = p.region([Click(100, 100, True), Click(100, 118, True)], prev)
+    far = p.region([Click(100, 100, True), Click(100, 170, True)], prev)
+    assert (near.height, near.width) != (200, 200)
+    assert (far.top, far.left, far.height, far.width) == (0, 0, 200, 200)
+    negative = p.region([Click(100, 100, True), Click(100, 170, False)], prev)
+    assert (negative.height, negative.width) != (200, 200)  # only a positive click says "bigger"

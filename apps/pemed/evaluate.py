@@ -87,7 +87,7 @@ def samples(pairs, which: str, axes, per_structure: int, min_area: int):
                            np.take(label, index, axis=axis) == value)
 
 
-def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False):
+def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zoom_far: float = 0.0):
     if model in ("grabcut", "grabcut_clicks"):
         init = "clicks" if model == "grabcut_clicks" else "image"
         return GrabCutSegmenter(init=init), {"model": model, "grabcut_init": init}
@@ -99,8 +99,9 @@ def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False):
         config.init("pemed", os.path.join(APP_DIR, "model"), {}, None)
         path = config.newest_checkpoint()
     network, meta = load_checkpoint(path, device)
-    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in)
+    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in, zoom_far=zoom_far)
     return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), "zoom_in": zoom_in,
+                                           "zoom_far": zoom_far,
                                            "checkpoint_meta": meta}
 
 
@@ -165,9 +166,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=ZOOM_IN_DEFAULT,
                    help="PE-MED: after the first click, look at a box around the mask and the clicks (the app's default)")
+    p.add_argument("--zoom-far", type=float, default=0.0,
+                   help="PE-MED: show the whole image when a positive click lies this many mask diameters away")
     args = p.parse_args(argv)
 
-    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in)
+    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in, args.zoom_far)
     about.update({"torch_threads": torch.get_num_threads(), "device": args.device})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     if args.eval_set:

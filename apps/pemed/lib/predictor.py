@@ -86,15 +86,18 @@ class PEMEDPredictor:
 
     ``zoom_in``: after the first click, the network sees the bounding box of the previous mask and
     the clicks, grown by ``zoom_expand`` and at least ``zoom_min`` of the image's longer side, so a
-    small structure is segmented at a higher resolution (RITM's ZoomIn).
+    small structure is segmented at a higher resolution (RITM's ZoomIn). ``zoom_far`` > 0: when the
+    newest positive click lies farther from the previous mask than ``zoom_far`` times the mask's
+    equivalent diameter, the object is larger than the mask says, and the whole image is shown.
     """
 
     def __init__(self, network: PEMEDNet, device: str = "cpu", size: int = 256, trace: bool = True,
-                 zoom_in: bool = False, zoom_expand: float = 1.4, zoom_min: float = 0.4):
+                 zoom_in: bool = False, zoom_expand: float = 1.4, zoom_min: float = 0.4, zoom_far: float = 0.0):
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.size = size
         self.zoom_in, self.zoom_expand, self.zoom_min = zoom_in, zoom_expand, zoom_min
+        self.zoom_far = zoom_far
         self.image: Optional[torch.Tensor] = None  # (1, C, H, W), image frame
         self.run = self.network
         if trace:
@@ -132,6 +135,12 @@ class PEMEDPredictor:
         if not self.zoom_in or prev_logits is None:
             return Letterbox(h, w, self.size)
         fg = (prev_logits[0, 0] > 0).cpu().numpy()
+        newest = clicks[-1]
+        if self.zoom_far > 0 and newest.positive and fg.any() and not fg[newest.row, newest.col]:
+            rows_fg, cols_fg = np.nonzero(fg)
+            gap = np.sqrt(((rows_fg - newest.row) ** 2 + (cols_fg - newest.col) ** 2).min())
+            if gap > self.zoom_far * 2.0 * np.sqrt(fg.sum() / np.pi):
+                return Letterbox(h, w, self.size)
         rows = [c.row for c in clicks] + ([int(r) for r in np.flatnonzero(fg.any(1))[[0, -1]]] if fg.any() else [])
         cols = [c.col for c in clicks] + ([int(c) for c in np.flatnonzero(fg.any(0))[[0, -1]]] if fg.any() else [])
         minimum = self.zoom_min * max(h, w)

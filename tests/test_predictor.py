@@ -75,3 +75,34 @@ def test_a_far_positive_click_widens_the_zoom_to_the_whole_image(tiny_checkpoint
     assert (far.top, far.left, far.height, far.width) == (0, 0, 200, 200)
     negative = p.region([Click(100, 100, True), Click(100, 170, False)], prev)
     assert (negative.height, negative.width) != (200, 200)  # only a positive click says "bigger"
+
+
+def test_letterbox_cuts_and_grows_inside_the_image():
+    box = Letterbox(40, 40, 64, top=30, left=30)
+    inside = torch.full((1, 1, 40, 40), -1.0)
+    inside[..., 10:30, 10:30] = 1.0
+    assert not box.cuts(inside, 100, 100)
+    inside[..., 39, 20] = 1.0  # the mask reaches the bottom side, which lies inside the image
+    assert box.cuts(inside, 100, 100)
+    at_border = Letterbox(40, 40, 64, top=60, left=30)  # its bottom side is the image's
+    assert not at_border.cuts(inside, 100, 100)
+    grown = box.grown(100, 100, 2.0)
+    assert (grown.top, grown.left, grown.height, grown.width) == (10, 10, 80, 80)
+    assert box.grown(100, 100, 4.0).whole(100, 100)
+
+
+def test_zoom_grow_reruns_on_a_larger_box_while_the_mask_reaches_its_side(tiny_checkpoint):
+    net, _ = load_checkpoint(tiny_checkpoint)
+    prev = torch.full((1, 1, 200, 200), -20.0)
+    prev[..., 95:105, 95:105] = 5.0
+    clicks = [Click(100, 100, True), Click(100, 104, True)]
+    areas = {}
+    for grow in (0, 1, 3):
+        p = PEMEDPredictor(net, "cpu", 64, trace=False, zoom_in=True, zoom_min=0.2, zoom_grow=grow)
+        p.set_image(np.random.rand(200, 200))
+        p.run = lambda x: torch.full_like(x[:, :1], 3.0)  # a network that says "everything"
+        out = p.predict(clicks, prev)
+        areas[grow] = int((out.logits > 0).sum())
+    assert areas[0] == 40 * 40  # the zoom box alone (zoom_min 0.2 of 200)
+    assert areas[1] == 80 * 80  # one re-run, twice as long per side
+    assert areas[3] == 200 * 200  # grown until it is the whole image

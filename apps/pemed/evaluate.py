@@ -87,7 +87,8 @@ def samples(pairs, which: str, axes, per_structure: int, min_area: int):
                            np.take(label, index, axis=axis) == value)
 
 
-def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zoom_far: float = 0.0):
+def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zoom_far: float = 0.0,
+                   zoom_grow: int = 0):
     if model in ("grabcut", "grabcut_clicks"):
         init = "clicks" if model == "grabcut_clicks" else "image"
         return GrabCutSegmenter(init=init), {"model": model, "grabcut_init": init}
@@ -99,10 +100,9 @@ def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zo
         config.init("pemed", os.path.join(APP_DIR, "model"), {}, None)
         path = config.newest_checkpoint()
     network, meta = load_checkpoint(path, device)
-    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in, zoom_far=zoom_far)
+    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in, zoom_far=zoom_far, zoom_grow=zoom_grow)
     return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), "zoom_in": zoom_in,
-                                           "zoom_far": zoom_far,
-                                           "checkpoint_meta": meta}
+                                           "zoom_far": zoom_far, "zoom_grow": zoom_grow, "checkpoint_meta": meta}
 
 
 def plot(curves: dict, path: str, title: str) -> None:
@@ -168,9 +168,11 @@ def main(argv=None) -> int:
                    help="PE-MED: after the first click, look at a box around the mask and the clicks (the app's default)")
     p.add_argument("--zoom-far", type=float, default=0.0,
                    help="PE-MED: show the whole image when a positive click lies this many mask diameters away")
+    p.add_argument("--zoom-grow", type=int, default=0,
+                   help="PE-MED: re-run up to N times on a box twice as long when the mask reaches the zoom box's side")
     args = p.parse_args(argv)
 
-    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in, args.zoom_far)
+    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in, args.zoom_far, args.zoom_grow)
     about.update({"torch_threads": torch.get_num_threads(), "device": args.device})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     if args.eval_set:

@@ -62,6 +62,23 @@ class Letterbox:
         x = F.interpolate(region, size=(h, w), mode="bilinear", align_corners=False)
         return F.pad(x, (ox, self.size - w - ox, oy, self.size - h - oy), value=fill)
 
+    def whole(self, image_h: int, image_w: int) -> bool:
+        return (self.top, self.left, self.height, self.width) == (0, 0, image_h, image_w)
+
+    def grown(self, image_h: int, image_w: int, grow: float) -> "Letterbox":
+        """The same centre, each side ``grow`` times longer, kept inside the image."""
+        top, height = grown_span(self.top, self.top + self.height - 1, image_h, grow, 1)
+        left, width = grown_span(self.left, self.left + self.width - 1, image_w, grow, 1)
+        return Letterbox(height, width, self.size, top, left)
+
+    def cuts(self, region_logits: torch.Tensor, image_h: int, image_w: int) -> bool:
+        """Does the mask (``region_logits`` > 0, this box in the image frame) reach a side of the box
+        that is not a side of the image? Then the object goes on outside the box."""
+        fg = region_logits[0, 0] > 0
+        return bool((self.top > 0 and fg[0].any()) or (self.left > 0 and fg[:, 0].any())
+                    or (self.top + self.height < image_h and fg[-1].any())
+                    or (self.left + self.width < image_w and fg[:, -1].any()))
+
     def network_to_image(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, size, size) -> the region, (B, C, height, width)."""
         (oy, ox), (h, w) = self.offset, self.inner
@@ -89,15 +106,18 @@ class PEMEDPredictor:
     small structure is segmented at a higher resolution (RITM's ZoomIn). ``zoom_far`` > 0: when the
     newest positive click lies farther from the previous mask than ``zoom_far`` times the mask's
     equivalent diameter, the object is larger than the mask says, and the whole image is shown.
+    ``zoom_grow`` > 0: when the zoomed mask reaches a side of the box inside the image, the object goes
+    on outside it: the box is grown twice as long per side and the step re-run, up to ``zoom_grow`` times.
     """
 
     def __init__(self, network: PEMEDNet, device: str = "cpu", size: int = 256, trace: bool = True,
-                 zoom_in: bool = False, zoom_expand: float = 1.4, zoom_min: float = 0.4, zoom_far: float = 0.0):
+                 zoom_in: bool = False, zoom_expand: float = 1.4, zoom_min: float = 0.4, zoom_far: float = 0.0,
+                 zoom_grow: int = 0):
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.size = size
         self.zoom_in, self.zoom_expand, self.zoom_min = zoom_in, zoom_expand, zoom_min
-        self.zoom_far = zoom_far
+        self.zoom_far, self.zoom_grow = zoom_far, zoom_grow
         self.image: Optional[torch.Tensor] = None  # (1, C, H, W), image frame
         self.run = self.network
         if trace:
@@ -148,6 +168,24 @@ class PEMEDPredictor:
         left, width = grown_span(min(cols), max(cols), w, self.zoom_expand, minimum)
         return Letterbox(height, width, self.size, top, left)
 
+    def _step(self, box: Letterbox, clicks: Sequence[Click], prev: Optional[torch.Tensor],
+              timings: Dict[str, float]) -> torch.Tensor:
+        """The network's logits for ``box`` (network frame); timings add up over re-runs."""
+        t0 = time.perf_counter()
+        maps = disk_maps([box.to_network(c) for c in clicks if box.contains(c)], (self.size, self.size), device=self.device)
+        image = box.image_to_network(self.image)
+        prev_net = None if prev is None else box.image_to_network(prev, fill=BACKGROUND_LOGIT)
+        t1 = time.perf_counter()
+        logits = self.run(network_input(image, maps[None], prev_net))
+        t2 = time.perf_counter()
+        timings["clicks_ms"] = timings.get("clicks_ms", 0.0) + (t1 - t0) * 1e3
+        timings["network_ms"] = timings.get("network_ms", 0.0) + (t2 - t1) * 1e3
+        if prev is None and self.network.self_loop:
+            # Self-Loop: M0 fed back as the previous mask with the same clicks
+            logits = self.run(network_input(image, maps[None], logits))
+            timings["self_loop_ms"] = (time.perf_counter() - t2) * 1e3
+        return logits
+
     @torch.no_grad()
     def predict(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor] = None) -> Prediction:
         """One interaction step. With no previous output and Self-Loop on, the net runs twice."""
@@ -160,21 +198,14 @@ class PEMEDPredictor:
             if not (0 <= c.row < h and 0 <= c.col < w):
                 raise ValueError(f"click ({c.row}, {c.col}) lies outside the {h}x{w} image")
         timings = {}
-        t0 = time.perf_counter()
         prev = None if prev_logits is None else prev_logits.to(self.device).float()
         box = self.region(clicks, prev)
-        maps = disk_maps([box.to_network(c) for c in clicks if box.contains(c)], (self.size, self.size), device=self.device)
-        image = box.image_to_network(self.image)
-        prev_net = None if prev is None else box.image_to_network(prev, fill=BACKGROUND_LOGIT)
-        t1 = time.perf_counter()
-        logits = self.run(network_input(image, maps[None], prev_net))
-        t2 = time.perf_counter()
-        timings["clicks_ms"] = (t1 - t0) * 1e3
-        timings["network_ms"] = (t2 - t1) * 1e3
-        if prev is None and self.network.self_loop:
-            # Self-Loop: M0 fed back as the previous mask with the same clicks
-            logits = self.run(network_input(image, maps[None], logits))
-            timings["self_loop_ms"] = (time.perf_counter() - t2) * 1e3
+        logits = self._step(box, clicks, prev, timings)
+        for _ in range(self.zoom_grow):
+            if box.whole(h, w) or not box.cuts(box.network_to_image(logits), h, w):
+                break
+            box = box.grown(h, w, 2.0)
+            logits = self._step(box, clicks, prev, timings)
         t3 = time.perf_counter()
         full = prev.clone() if prev is not None else torch.full((1, 1, h, w), BACKGROUND_LOGIT, device=self.device)
         full[..., box.top:box.top + box.height, box.left:box.left + box.width] = box.network_to_image(logits)

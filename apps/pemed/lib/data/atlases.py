@@ -72,6 +72,13 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
     return float(mids[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    labelled, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    return labelled == 1 + int(np.argmax(ndimage.sum(mask, labelled, range(1, n + 1))))
+
+
 def resample_nearest(image: nib.Nifti1Image, shape: Tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
     """``image`` sampled at the voxel centres of the grid (shape, affine) by world coordinates."""
     grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
@@ -133,9 +140,7 @@ def build_maps(src: str = DEFAULT_SRC) -> ColinMaps:
     head_values = images["ch2"][images["ch2"] > 0]
     head = images["ch2"] > 0.5 * otsu(head_values)
     head = ndimage.binary_closing(head, iterations=2)
-    labelled, n = ndimage.label(head)
-    if n > 1:
-        head = labelled == (1 + int(np.argmax(ndimage.sum(head, labelled, range(1, n + 1)))))
+    head = largest_component(head)
     for axis in range(3):  # fill the skull's inside slice by slice (the head is open at the neck)
         head = np.stack([ndimage.binary_fill_holes(s) for s in np.moveaxis(head, axis, 0)], axis=axis)
     head |= brain

@@ -11,7 +11,7 @@ from typing import List, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .atlases import CSF, GM, PARCEL_OFFSET, TRACT_OFFSET, WM
+from .atlases import CSF, GM, PARCEL_OFFSET, TRACT_OFFSET, WM, largest_component
 
 N_SYNTH_LABELS = TRACT_OFFSET + 256
 
@@ -110,7 +110,7 @@ def lesion_mask(rng: np.random.Generator, shape: Tuple[int, int], centre: Tuple[
     blob = level < 1.0
     labelled, n = ndimage.label(blob)
     if n > 1:
-        blob = labelled == labelled[half, half] if labelled[half, half] else labelled == 1 + int(np.argmax(ndimage.sum(blob, labelled, range(1, n + 1))))
+        blob = labelled == labelled[half, half] if labelled[half, half] else largest_component(blob)
     blob = ndimage.binary_fill_holes(blob)
     mask = np.zeros(shape, bool)
     r0, c0 = centre[0] - half, centre[1] - half

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
-from lib.configs.pemed import ZOOM_IN_DEFAULT  # noqa: E402
+from lib.configs.pemed import ZOOM_GROW_DEFAULT, ZOOM_IN_DEFAULT  # noqa: E402
 from lib.evaluation import dice  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.networks.pemed import network_input  # noqa: E402
@@ -76,7 +76,7 @@ def module_shares(network, x, repeats):
 
 def in_process(checkpoint, repeats, size=256):
     network, meta = load_checkpoint(checkpoint, "cpu")
-    predictor = PEMEDPredictor(network, "cpu", size, zoom_in=ZOOM_IN_DEFAULT)
+    predictor = PEMEDPredictor(network, "cpu", size, zoom_in=ZOOM_IN_DEFAULT, zoom_grow=ZOOM_GROW_DEFAULT)
     volume, label, z = sample_slice()
     image = normalize_intensity(volume[:, :, z], "MR")
     gt = label[:, :, z] == 77

@@ -30,7 +30,7 @@ from monai.transforms import LoadImage  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
-from lib.configs.pemed import PEMED, ZOOM_IN_DEFAULT  # noqa: E402
+from lib.configs.pemed import PEMED, ZOOM_GROW_DEFAULT, ZOOM_IN_DEFAULT  # noqa: E402
 from lib.data.eval_set import GROUPS  # noqa: E402
 from lib.evaluation import (GrabCutSegmenter, PredictorSegmenter, RandomWalkerSegmenter, run_protocol,  # noqa: E402
                             summarize)
@@ -168,8 +168,9 @@ def main(argv=None) -> int:
                    help="PE-MED: after the first click, look at a box around the mask and the clicks (the app's default)")
     p.add_argument("--zoom-far", type=float, default=0.0,
                    help="PE-MED: show the whole image when a positive click lies this many mask diameters away")
-    p.add_argument("--zoom-grow", type=int, default=0,
-                   help="PE-MED: re-run up to N times on a box twice as long when the mask reaches the zoom box's side")
+    p.add_argument("--zoom-grow", type=int, default=ZOOM_GROW_DEFAULT,
+                   help="PE-MED: re-run up to N times on a box twice as long when the mask reaches the zoom box's side "
+                        "(the app's default; 0: never)")
     args = p.parse_args(argv)
 
     segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in, args.zoom_far, args.zoom_grow)

@@ -7,6 +7,9 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_zoom_in    false to segment later clicks on the whole image; by default (true) they are
                      segmented in a box around the mask and the clicks, which the bundled model was
                      fine-tuned for (crops around the target) and measured better with
+    pemed_zoom_grow  how many times a click's step is re-run on a box twice as long when the zoomed
+                     mask reaches the box's side (default 2; 0 keeps the first box): large objects
+                     are not cut at the box
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
 The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt,
@@ -33,6 +36,7 @@ from .labels import AAL_LABELS
 logger = logging.getLogger(__name__)
 
 ZOOM_IN_DEFAULT = True
+ZOOM_GROW_DEFAULT = 2
 
 
 class PEMED(TaskConfig):
@@ -42,6 +46,7 @@ class PEMED(TaskConfig):
         self.modality = conf.get("pemed_modality", AUTO)
         self.size = int(conf.get("pemed_size", 256))
         self.zoom_in = str(conf.get("pemed_zoom_in", ZOOM_IN_DEFAULT)).lower() == "true"
+        self.zoom_grow = int(conf.get("pemed_zoom_grow", ZOOM_GROW_DEFAULT))
         self.bundled_path = os.path.join(model_dir, "pemed.pt")
         self.finetuned_path = os.path.join(model_dir, "pemed_finetuned.pt")
         self.path = [self.bundled_path, self.finetuned_path]
@@ -55,7 +60,8 @@ class PEMED(TaskConfig):
         return existing[-1] if existing else None
 
     def infer(self) -> InferTask:
-        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, zoom_in=self.zoom_in)
+        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, zoom_in=self.zoom_in,
+                          zoom_grow=self.zoom_grow)
 
     def trainer(self) -> Optional[TrainTask]:
         start = self.newest_checkpoint()

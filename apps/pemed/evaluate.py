@@ -88,7 +88,7 @@ def samples(pairs, which: str, axes, per_structure: int, min_area: int):
 
 
 def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zoom_far: float = 0.0,
-                   zoom_grow: int = 0):
+                   zoom_grow: int = 0, zoom_min: float = 0.4):
     if model in ("grabcut", "grabcut_clicks"):
         init = "clicks" if model == "grabcut_clicks" else "image"
         return GrabCutSegmenter(init=init), {"model": model, "grabcut_init": init}
@@ -100,9 +100,11 @@ def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zo
         config.init("pemed", os.path.join(APP_DIR, "model"), {}, None)
         path = config.newest_checkpoint()
     network, meta = load_checkpoint(path, device)
-    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in, zoom_far=zoom_far, zoom_grow=zoom_grow)
+    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in, zoom_far=zoom_far, zoom_grow=zoom_grow,
+                               zoom_min=zoom_min)
     return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), "zoom_in": zoom_in,
-                                           "zoom_far": zoom_far, "zoom_grow": zoom_grow, "checkpoint_meta": meta}
+                                           "zoom_far": zoom_far, "zoom_grow": zoom_grow, "zoom_min": zoom_min,
+                                           "checkpoint_meta": meta}
 
 
 def plot(curves: dict, path: str, title: str) -> None:
@@ -168,12 +170,15 @@ def main(argv=None) -> int:
                    help="PE-MED: after the first click, look at a box around the mask and the clicks (the app's default)")
     p.add_argument("--zoom-far", type=float, default=0.0,
                    help="PE-MED: show the whole image when a positive click lies this many mask diameters away")
+    p.add_argument("--zoom-min", type=float, default=0.4,
+                   help="PE-MED: the zoom box is at least this share of the image's longer side")
     p.add_argument("--zoom-grow", type=int, default=ZOOM_GROW_DEFAULT,
                    help="PE-MED: re-run up to N times on a box twice as long when the mask reaches the zoom box's side "
                         "(the app's default; 0: never)")
     args = p.parse_args(argv)
 
-    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in, args.zoom_far, args.zoom_grow)
+    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in, args.zoom_far, args.zoom_grow,
+                                     args.zoom_min)
     about.update({"torch_threads": torch.get_num_threads(), "device": args.device})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     if args.eval_set:

@@ -1,3 +1,4 @@
+import os
 import pytest
 import torch
 
@@ -53,6 +54,12 @@ def test_checkpoint_round_trip(tmp_path):
     old = {**net.describe()}
     del old["palm_scale"]  # checkpoints from before the option rebuild with the paper's 1/d_k
     assert build_pemed(old).palm_scale == "d"
+    half = str(tmp_path / "half.pt")
+    save_checkpoint(half, net, half=True)
+    small, _ = load_checkpoint(half)
+    assert os.path.getsize(half) < 0.6 * os.path.getsize(path)
+    assert all(p.dtype == torch.float32 for p in small.parameters())
+    assert torch.allclose(net(x), small(x), atol=0.05) and not torch.equal(net(x), small(x))
     torch.save({"something": 1}, str(tmp_path / "bad.pt"))
     with pytest.raises(ValueError, match="not a PE-MED checkpoint"):
         load_checkpoint(str(tmp_path / "bad.pt"))

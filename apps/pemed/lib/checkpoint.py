@@ -11,10 +11,14 @@ import torch
 from .networks.pemed import PEMEDNet, build_pemed
 
 
-def save_checkpoint(path: str, network: PEMEDNet, meta: Optional[dict] = None) -> None:
+def save_checkpoint(path: str, network: PEMEDNet, meta: Optional[dict] = None, half: bool = False) -> None:
+    """``half``: floating-point weights stored as float16, half the bytes (the bundled default lives in
+    git, where every version stays); loading puts them back into the float32 network."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     torch.save({"network": network.describe(), "model": state, "meta": meta or {}}, tmp)
     os.replace(tmp, path)
 

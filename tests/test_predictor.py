@@ -65,10 +65,10 @@ def test_zoom_in_box_covers_the_mask_and_clicks(tiny_checkpoint):
 
 def test_a_far_positive_click_widens_the_zoom_to_the_whole_image(tiny_checkpoint):
     net, _ = load_checkpoint(tiny_checkpoint)
-    p = PEMEDPredictor(net, "cpu", 64, trace=False, zoom_in=True, zoom_far=0.5)
+    p = PEMEDPredictor(net, "cpu", 64, trace=False, zoom_in=True, zoom_far=0.25)  # 50 of the 200 pixels
     p.set_image(np.random.rand(200, 200))
     prev = torch.full((1, 1, 200, 200), -20.0)
-    prev[..., 90:110, 90:110] = 5.0  # a 20-pixel mask: equivalent diameter about 22.6
+    prev[..., 90:110, 90:110] = 5.0
     near = p.region([Click(100, 100, True), Click(100, 118, True)], prev)
     far = p.region([Click(100, 100, True), Click(100, 170, True)], prev)
     assert (near.height, near.width) != (200, 200)
@@ -106,3 +106,18 @@ def test_zoom_grow_reruns_on_a_larger_box_while_the_mask_reaches_its_side(tiny_c
     assert areas[0] == 40 * 40  # the zoom box alone (zoom_min 0.2 of 200)
     assert areas[1] == 80 * 80  # one re-run, twice as long per side
     assert areas[3] == 200 * 200  # grown until it is the whole image
+
+
+def test_the_apps_zoom_conf_reaches_the_predictor(tmp_path, tiny_checkpoint):
+    import shutil
+
+    from lib.configs.pemed import PEMED, ZOOM_DEFAULTS
+
+    shutil.copy(tiny_checkpoint, tmp_path / "pemed.pt")
+    config = PEMED()
+    config.init("pemed", str(tmp_path), {}, None)
+    predictor = config.infer().predictor("cpu")
+    assert (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow) == tuple(ZOOM_DEFAULTS.values())
+    config.init("pemed", str(tmp_path), {"pemed_zoom_far": "0.2", "pemed_zoom_grow": "0", "pemed_zoom_in": "false"}, None)
+    predictor = config.infer().predictor("cpu")
+    assert (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow) == (False, 0.2, 0)

@@ -30,7 +30,7 @@ from monai.transforms import LoadImage  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
-from lib.configs.pemed import PEMED, ZOOM_GROW_DEFAULT, ZOOM_IN_DEFAULT  # noqa: E402
+from lib.configs.pemed import PEMED, ZOOM_DEFAULTS  # noqa: E402
 from lib.data.eval_set import GROUPS  # noqa: E402
 from lib.evaluation import (GrabCutSegmenter, PredictorSegmenter, RandomWalkerSegmenter, run_protocol,  # noqa: E402
                             summarize)
@@ -87,8 +87,8 @@ def samples(pairs, which: str, axes, per_structure: int, min_area: int):
                            np.take(label, index, axis=axis) == value)
 
 
-def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zoom_far: float = 0.0,
-                   zoom_grow: int = 0, zoom_min: float = 0.4):
+def make_segmenter(model: str, device: str, size: int, **zoom):
+    """``zoom``: PEMEDPredictor's zoom_* settings."""
     if model in ("grabcut", "grabcut_clicks"):
         init = "clicks" if model == "grabcut_clicks" else "image"
         return GrabCutSegmenter(init=init), {"model": model, "grabcut_init": init}
@@ -100,11 +100,8 @@ def make_segmenter(model: str, device: str, size: int, zoom_in: bool = False, zo
         config.init("pemed", os.path.join(APP_DIR, "model"), {}, None)
         path = config.newest_checkpoint()
     network, meta = load_checkpoint(path, device)
-    predictor = PEMEDPredictor(network, device, size, zoom_in=zoom_in, zoom_far=zoom_far, zoom_grow=zoom_grow,
-                               zoom_min=zoom_min)
-    return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), "zoom_in": zoom_in,
-                                           "zoom_far": zoom_far, "zoom_grow": zoom_grow, "zoom_min": zoom_min,
-                                           "checkpoint_meta": meta}
+    predictor = PEMEDPredictor(network, device, size, **zoom)
+    return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), **zoom, "checkpoint_meta": meta}
 
 
 def plot(curves: dict, path: str, title: str) -> None:
@@ -166,19 +163,20 @@ def main(argv=None) -> int:
     p.add_argument("--modality", default="auto", help="auto (per image, as the server does), MR or CT")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=ZOOM_IN_DEFAULT,
+    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=ZOOM_DEFAULTS["zoom_in"],
                    help="PE-MED: after the first click, look at a box around the mask and the clicks (the app's default)")
-    p.add_argument("--zoom-far", type=float, default=0.0,
-                   help="PE-MED: show the whole image when a positive click lies this many mask diameters away")
+    p.add_argument("--zoom-far", type=float, default=ZOOM_DEFAULTS["zoom_far"],
+                   help="PE-MED: show the whole image when a positive click lies farther from the mask than this share "
+                        "of the image's longer side (the app's default; 0: never)")
     p.add_argument("--zoom-min", type=float, default=0.4,
                    help="PE-MED: the zoom box is at least this share of the image's longer side")
-    p.add_argument("--zoom-grow", type=int, default=ZOOM_GROW_DEFAULT,
+    p.add_argument("--zoom-grow", type=int, default=ZOOM_DEFAULTS["zoom_grow"],
                    help="PE-MED: re-run up to N times on a box twice as long when the mask reaches the zoom box's side "
                         "(the app's default; 0: never)")
     args = p.parse_args(argv)
 
-    segmenter, about = make_segmenter(args.model, args.device, args.size, args.zoom_in, args.zoom_far, args.zoom_grow,
-                                     args.zoom_min)
+    segmenter, about = make_segmenter(args.model, args.device, args.size, zoom_in=args.zoom_in, zoom_far=args.zoom_far,
+                                      zoom_grow=args.zoom_grow, zoom_min=args.zoom_min)
     about.update({"torch_threads": torch.get_num_threads(), "device": args.device})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     if args.eval_set:

@@ -104,8 +104,9 @@ class PEMEDPredictor:
     ``zoom_in``: after the first click, the network sees the bounding box of the previous mask and
     the clicks, grown by ``zoom_expand`` and at least ``zoom_min`` of the image's longer side, so a
     small structure is segmented at a higher resolution (RITM's ZoomIn). ``zoom_far`` > 0: when the
-    newest positive click lies farther from the previous mask than ``zoom_far`` times the mask's
-    equivalent diameter, the object is larger than the mask says, and the whole image is shown.
+    newest positive click lies farther from the previous mask than ``zoom_far`` times the image's longer
+    side, the object is larger than the mask says, and the whole image is shown: a box that cuts
+    through the object is a view training never shows (its crops hold the whole target with a margin).
     ``zoom_grow`` > 0: when the zoomed mask reaches a side of the box inside the image, the object goes
     on outside it: the box is grown twice as long per side and the step re-run, up to ``zoom_grow`` times.
     """
@@ -159,7 +160,7 @@ class PEMEDPredictor:
         if self.zoom_far > 0 and newest.positive and fg.any() and not fg[newest.row, newest.col]:
             rows_fg, cols_fg = np.nonzero(fg)
             gap = np.sqrt(((rows_fg - newest.row) ** 2 + (cols_fg - newest.col) ** 2).min())
-            if gap > self.zoom_far * 2.0 * np.sqrt(fg.sum() / np.pi):
+            if gap > self.zoom_far * max(h, w):
                 return Letterbox(h, w, self.size)
         rows = [c.row for c in clicks] + ([int(r) for r in np.flatnonzero(fg.any(1))[[0, -1]]] if fg.any() else [])
         cols = [c.col for c in clicks] + ([int(c) for c in np.flatnonzero(fg.any(0))[[0, -1]]] if fg.any() else [])

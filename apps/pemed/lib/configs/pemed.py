@@ -7,6 +7,9 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_zoom_in    false to segment later clicks on the whole image; by default (true) they are
                      segmented in a box around the mask and the clicks, which the bundled model was
                      fine-tuned for (crops around the target) and measured better with
+    pemed_zoom_far   the whole image is shown when a positive click lies farther from the mask than
+                     this share of the image's longer side (default 0.05; 0: never): the object is
+                     larger than the mask, and a box would cut through it
     pemed_zoom_grow  how many times a click's step is re-run on a box twice as long when the zoomed
                      mask reaches the box's side (default 2; 0 keeps the first box): large objects
                      are not cut at the box
@@ -35,8 +38,8 @@ from .labels import AAL_LABELS
 
 logger = logging.getLogger(__name__)
 
-ZOOM_IN_DEFAULT = True
-ZOOM_GROW_DEFAULT = 2
+# the predictor's zoom settings the app serves with (and evaluate.py and the latency benchmark measure)
+ZOOM_DEFAULTS = {"zoom_in": True, "zoom_far": 0.05, "zoom_grow": 2}
 
 
 class PEMED(TaskConfig):
@@ -45,8 +48,9 @@ class PEMED(TaskConfig):
         self.labels = dict(AAL_LABELS)
         self.modality = conf.get("pemed_modality", AUTO)
         self.size = int(conf.get("pemed_size", 256))
-        self.zoom_in = str(conf.get("pemed_zoom_in", ZOOM_IN_DEFAULT)).lower() == "true"
-        self.zoom_grow = int(conf.get("pemed_zoom_grow", ZOOM_GROW_DEFAULT))
+        self.zoom = {"zoom_in": str(conf.get("pemed_zoom_in", ZOOM_DEFAULTS["zoom_in"])).lower() == "true",
+                     "zoom_far": float(conf.get("pemed_zoom_far", ZOOM_DEFAULTS["zoom_far"])),
+                     "zoom_grow": int(conf.get("pemed_zoom_grow", ZOOM_DEFAULTS["zoom_grow"]))}
         self.bundled_path = os.path.join(model_dir, "pemed.pt")
         self.finetuned_path = os.path.join(model_dir, "pemed_finetuned.pt")
         self.path = [self.bundled_path, self.finetuned_path]
@@ -60,8 +64,7 @@ class PEMED(TaskConfig):
         return existing[-1] if existing else None
 
     def infer(self) -> InferTask:
-        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, zoom_in=self.zoom_in,
-                          zoom_grow=self.zoom_grow)
+        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, zoom=self.zoom)
 
     def trainer(self) -> Optional[TrainTask]:
         start = self.newest_checkpoint()

@@ -112,14 +112,14 @@ def bool_param(data: Dict[str, Any], name: str) -> bool:
 
 class PEMEDInfer(BasicInferTask):
     def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = AUTO, size: int = 256,
-                 zoom_in: bool = False, zoom_grow: int = 0,
+                 zoom: Optional[Dict[str, Any]] = None,
                  description: str = "PE-MED interactive segmentation: click inside (foreground) or outside (background)",
                  session_ttl_s: float = 1800.0, max_sessions: int = 64):
         super().__init__(path=list(path), network=None, type=InferType.DEEPGROW, labels=labels, dimension=2,
                          description=description, config={"axis": 2, "reset_state": False})
         self.modality = modality
         self.size = size
-        self.zoom_in, self.zoom_grow = zoom_in, zoom_grow
+        self.zoom = dict(zoom or {})  # PEMEDPredictor's zoom_* settings
         self.sessions = SessionStore(session_ttl_s, max_sessions)
         self.images = ImageCache()
         self._predictors: Dict[str, Tuple[PEMEDPredictor, float, str]] = {}
@@ -147,7 +147,7 @@ class PEMEDInfer(BasicInferTask):
         if cached is None or cached[1] != mtime or cached[2] != path:
             network, meta = load_checkpoint(path, device)
             logger.info(f"PE-MED loaded {path} on {device}: {meta}")
-            cached = (PEMEDPredictor(network, device, self.size, zoom_in=self.zoom_in, zoom_grow=self.zoom_grow), mtime, path)
+            cached = (PEMEDPredictor(network, device, self.size, **self.zoom), mtime, path)
             self._predictors[device] = cached
         return cached[0]
 

@@ -78,11 +78,3 @@ def test_training_sampler_clicks_land_where_they_should():
     prob = np.ones(gt.shape)
     c = sampler.corrective(gt, prob)
     assert not c.positive and not gt[c.row, c.col]
-
-
-def test_training_sampler_single_first_click():
-    gt = square()
-    sampler = TrainingClickSampler(seed=2)
-    for _ in range(20):
-        clicks = sampler.initial(gt, single=True)
-        assert len(clicks) == 1 and clicks[0].positive and gt[clicks[0].row, clicks[0].col]

@@ -32,29 +32,6 @@ def test_trainer_defaults_and_click_simulation(studies_2d, tmp_path):
     assert task.config()["max_epochs"] == 20 and task.config()["train_batch_size"] == 8
 
 
-@pytest.mark.parametrize("single_click_prob, lone_click", [(1.0, True), (0.0, False)])
-def test_click_simulation_can_train_the_lone_first_click(single_click_prob, lone_click):
-    """single_click_prob 1: every batch is one positive click per sample and no corrective rounds."""
-    from types import SimpleNamespace
-
-    import numpy as np
-
-    from lib.networks.pemed import PEMEDNet
-    from lib.trainers.click_simulation import ClickSimulation
-
-    gt = torch.zeros(4, 1, 64, 64)
-    gt[:, :, 16:48, 20:44] = 1.0
-    engine = SimpleNamespace(state=SimpleNamespace(device=torch.device("cpu")), network=PEMEDNet(1),
-                             _iteration=lambda engine, batch: batch)
-    seen = []
-    for seed in range(6):
-        sim = ClickSimulation(3, train=True, seed=seed, single_click_prob=single_click_prob)
-        x = sim(engine, {"image": torch.rand(4, 1, 64, 64), "label": gt})["image"]
-        disks = np.array([[int((x[b, 1] > 0).sum()), int((x[b, 2] > 0).sum())] for b in range(4)])
-        seen.append(bool((disks[:, 1] == 0).all() and (disks[:, 0] == disks[0, 0]).all()))
-    assert all(seen) if lone_click else not all(seen)
-
-
 def test_ablation_table_from_one_command(studies_2d, tmp_path):
     import ablation
 

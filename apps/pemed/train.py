@@ -71,8 +71,6 @@ def main(argv=None) -> int:
                    help=f"PALM attention scale, 1/d_k or 1/sqrt(d_k) (default: {DEFAULT_PALM_SCALE}, or the --init checkpoint's)")
     p.add_argument("--crop-prob", type=float, default=0.5,
                    help="share of training samples cropped around the target, as zoom-in shows them")
-    p.add_argument("--single-click-prob", type=float, default=0.0,
-                   help="share of batches trained on a user's first click alone (one positive click, no rounds)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
 
@@ -106,7 +104,7 @@ def main(argv=None) -> int:
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,
                       exclude_labels=HELD_OUT_VALUES if args.exclude_held_out else (), lr=args.lr,
                       crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed,
-                      num_workers=args.workers, single_click_prob=args.single_click_prob, tracking=None,
+                      num_workers=args.workers, tracking=None,
                       amp=args.device.startswith("cuda"), train_save_interval=10 ** 9)
     request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
                "device": args.device, "train_ds": datalist, "val_split": args.val_split,
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
     card = {"command": " ".join(["python", "apps/pemed/train.py"] + (argv if argv is not None else sys.argv[1:])),
             "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init,
             "palm_scale": network.palm_scale,
-            "batch": args.batch, "lr": args.lr, "size": args.size, "single_click_prob": args.single_click_prob,
+            "batch": args.batch, "lr": args.lr, "size": args.size,
             "n_studies": len(datalist), "engine": args.engine, "device": args.device, "torch_threads": torch.get_num_threads(),
             "wall_time_s": round(wall, 1), "checkpoint_meta": load_checkpoint(out)[1],
             "best_val_mean_dice": stats.get("best_metric")}

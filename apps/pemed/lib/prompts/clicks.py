@@ -102,8 +102,7 @@ class TrainingClickSampler:
         row, col = np.unravel_index(int(self.rng.choice(idx)), candidates.shape)
         return int(row), int(col)
 
-    def initial(self, gt: np.ndarray, single: bool = False) -> List[Click]:
-        """``single``: one positive click and nothing else, the state of a user's first click."""
+    def initial(self, gt: np.ndarray) -> List[Click]:
         gt = gt.astype(bool)
         clicks: List[Click] = []
         inside = _padded_edt(gt)
@@ -111,9 +110,6 @@ class TrainingClickSampler:
             return clicks
         # Positive clicks stay away from the boundary so they are unambiguous.
         interior = inside >= max(1.0, 0.3 * inside.max())
-        if single:
-            at = self._pick(interior)
-            return [Click(*at, True)] if at is not None else clicks
         for _ in range(1 + self._geometric(self.max_pos - 1)):
             at = self._pick(interior)
             if at is None:

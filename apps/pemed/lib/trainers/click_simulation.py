@@ -5,9 +5,6 @@ Per batch: initial clicks from the ground truth; with Self-Loop on, one pass wit
 whose output becomes the previous mask (exactly what serving does on a first click); then k rounds,
 k uniform in {0..max_rounds}, of predict without gradients -> one corrective click per sample from
 its errors -> the prediction fed back. The loss is taken on the final pass only (the engine's step).
-With probability ``single_click_prob`` a batch is a user's first click instead: one positive click
-per sample and no rounds. The random initial clicks (often several, with negatives) and the rounds
-otherwise leave that state, which Dice@1 measures, in few batches (about 6%).
 
 In evaluation mode the clicks follow the NoC protocol (deterministic) with ``max_rounds`` corrective
 clicks, so the validation Dice is the Dice after 1 + max_rounds clicks.
@@ -23,10 +20,8 @@ from ..prompts.clicks import Click, TrainingClickSampler, disk_maps, next_eval_c
 
 
 class ClickSimulation:
-    def __init__(self, max_rounds: int = 3, self_loop: bool = True, train: bool = True, seed: Optional[int] = None,
-                 single_click_prob: float = 0.0):
+    def __init__(self, max_rounds: int = 3, self_loop: bool = True, train: bool = True, seed: Optional[int] = None):
         self.max_rounds = max_rounds
-        self.single_click_prob = single_click_prob
         self.self_loop = self_loop
         self.train = train
         self.sampler = TrainingClickSampler(seed=seed)
@@ -43,9 +38,8 @@ class ClickSimulation:
         image = batchdata["image"].as_tensor().to(device) if hasattr(batchdata["image"], "as_tensor") else batchdata["image"].to(device)
         gts = [g[0].detach().cpu().numpy() > 0.5 for g in batchdata["label"]]
         if self.train:
-            single = self.single_click_prob > 0 and self.rng.random() < self.single_click_prob
-            clicks = [self.sampler.initial(g, single) for g in gts]
-            rounds = 0 if single else int(self.rng.integers(0, self.max_rounds + 1))
+            clicks = [self.sampler.initial(g) for g in gts]
+            rounds = int(self.rng.integers(0, self.max_rounds + 1))
         else:
             clicks = [[c] if (c := next_eval_click(g, np.zeros_like(g))) else [] for g in gts]
             rounds = self.max_rounds

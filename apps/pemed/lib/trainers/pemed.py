@@ -37,7 +37,7 @@ class PEMEDTrain(BasicTrainTask):
     def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = AUTO,
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
                  lr_gamma: float = 0.6, crop_prob: float = 0.5, engine: Optional[DataEngine] = None,
-                 resume_path: str = "", seed: Optional[int] = None, num_workers: int = 0, single_click_prob: float = 0.0,
+                 resume_path: str = "", seed: Optional[int] = None, num_workers: int = 0,
                  description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.engine = engine
@@ -50,7 +50,6 @@ class PEMEDTrain(BasicTrainTask):
         self.modality = modality
         self.exclude_labels = tuple(int(v) for v in exclude_labels)
         self.max_rounds = max_rounds
-        self.single_click_prob = single_click_prob  # share of batches trained on a lone first click
         self.crop_prob = crop_prob  # share of training samples cropped around the target (zoom-in's view)
         self.lr, self.lr_step_fraction, self.lr_gamma = lr, lr_step_fraction, lr_gamma
         self.pemed_publish_path = publish_path
@@ -147,7 +146,7 @@ class PEMEDTrain(BasicTrainTask):
 
     def train_iteration_update(self, context: Context):
         self._click_simulation = ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=True,
-                                                 seed=self.seed, single_click_prob=self.single_click_prob)
+                                                 seed=self.seed)
         return self._click_simulation
 
     def val_iteration_update(self, context: Context):

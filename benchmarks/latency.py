@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
-from lib.configs.pemed import ZOOM_DEFAULTS  # noqa: E402
+from lib.predictor import ZOOM_DEFAULTS  # noqa: E402
 from lib.evaluation import dice  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.networks.pemed import network_input  # noqa: E402

@@ -3,7 +3,8 @@ budget (one train.py run each, from scratch, with its default crops around the t
 each (and GrabCut) with the NoC protocol on the held-out structures, zoomed in as the app is.
 
     python apps/pemed/ablation.py --train datasets/sample/slices/train --eval datasets/sample/slices/eval \
-        --out runs/ablation [--epochs 6] [--batch 8] [--rows baseline,sl,palm_i,palm_o,palm,tsip,all]
+        --out runs/ablation [--epochs 6] [--batch 8] [--lr 1e-3] [--rows baseline,sl,palm_i,palm_o,palm,tsip,all]
+        [--device cuda --workers 2]
 
 ``--train engine`` trains every row from the training-data engine (train.py --engine,
 ``--samples-per-epoch`` draws an epoch) instead of a studies folder (whose held-out AAL values are
@@ -49,7 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--labels", default="held_out")
     p.add_argument("--max-clicks", type=int, default=20)
     p.add_argument("--per-structure", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes per training run")
+    p.add_argument("--maps-cache", default="", help="with --train engine: train.py's --maps-cache")
     args = p.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     rows = [r for r in args.rows.split(",") if r]
@@ -73,10 +77,12 @@ def main(argv=None) -> int:
             print(f"{row}: kept {out}")
             results[row] = json.load(open(out))
             continue
-        source = (["--engine", "--samples-per-epoch", str(args.samples_per_epoch)] if args.train == "engine"
+        source = (["--engine", "--samples-per-epoch", str(args.samples_per_epoch)]
+                  + (["--maps-cache", args.maps_cache] if args.maps_cache else []) if args.train == "engine"
                   else ["--studies", args.train, "--exclude-held-out"])
         rc = train.main(source + ["--out", ckpt, "--modules", row, "--epochs", str(args.epochs),
-                         "--batch", str(args.batch), "--size", str(args.size), "--device", args.device, "--seed", "0"])
+                         "--batch", str(args.batch), "--lr", str(args.lr), "--size", str(args.size), "--device", args.device,
+                         "--workers", str(args.workers), "--seed", "0"])
         if rc:
             return rc
         if evaluate.main(common_eval + ["--model", ckpt, "--out", out]):

@@ -30,11 +30,10 @@ from monai.transforms import LoadImage  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
-from lib.configs.pemed import PEMED, ZOOM_DEFAULTS  # noqa: E402
 from lib.data.eval_set import GROUPS  # noqa: E402
 from lib.evaluation import (GrabCutSegmenter, PredictorSegmenter, RandomWalkerSegmenter, run_protocol,  # noqa: E402
                             summarize)
-from lib.predictor import PEMEDPredictor  # noqa: E402
+from lib.predictor import ZOOM_DEFAULTS, PEMEDPredictor  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
@@ -96,6 +95,8 @@ def make_segmenter(model: str, device: str, size: int, **zoom):
         return RandomWalkerSegmenter(), {"model": "random_walker"}
     path = model
     if model == "pemed":  # the checkpoint the server would serve: fine-tuned if there is one
+        from lib.configs.pemed import PEMED  # the app's config (and MONAI Label's infer stack) only here
+
         config = PEMED()
         config.init("pemed", os.path.join(APP_DIR, "model"), {}, None)
         path = config.newest_checkpoint()

@@ -96,6 +96,10 @@ class Prediction:
         return self.probability > threshold
 
 
+# the zoom settings the app serves with (and evaluate.py and the latency benchmark measure)
+ZOOM_DEFAULTS = {"zoom_in": True, "zoom_far": 0.05, "zoom_grow": 2}
+
+
 class PEMEDPredictor:
     """``trace=True`` runs a TorchScript trace of the network, frozen for inference: the input shape
     is fixed here (1 x C x size x size), and freezing folds and fuses operators, which made a click

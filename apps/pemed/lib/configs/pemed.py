@@ -32,14 +32,12 @@ from monailabel.interfaces.tasks.train import TrainTask
 from ..checkpoint import load_checkpoint
 from ..infers.pemed import PEMEDInfer
 from ..networks.pemed import ABLATIONS, PEMEDNet
+from ..predictor import ZOOM_DEFAULTS
 from ..trainers.pemed import PEMEDTrain
 from ..transforms.transforms import AUTO
 from .labels import AAL_LABELS
 
 logger = logging.getLogger(__name__)
-
-# the predictor's zoom settings the app serves with (and evaluate.py and the latency benchmark measure)
-ZOOM_DEFAULTS = {"zoom_in": True, "zoom_far": 0.05, "zoom_grow": 2}
 
 
 class PEMED(TaskConfig):

@@ -117,7 +117,7 @@ def start(a):
         plan["pids"][r] = launch(plan["rows"]["args"][r], os.path.join(WORK, f"row_{r}.log"), daemon=True).pid
     json.dump(plan, open(PLAN, "w"), indent=1)
     print(json.dumps({k: plan[k] for k in ("budget_s", "main", "rows")}, indent=1)[:3000])
-    collect(a, final=False)
+    collect(a)
 
 
 def alive(pid: int) -> bool:
@@ -159,7 +159,7 @@ def pack():
                 t.add(f, arcname=os.path.relpath(f, WORK))
 
 
-def collect(a, final: bool):
+def collect(a):
     time.sleep(max(0.0, a.until - (time.time() - T0)))
     progress()
     resume = os.path.join(WORK, "pemed.resume.pt")
@@ -207,4 +207,4 @@ if __name__ == "__main__":
     p.add_argument("--grabcut", default="benchmarks/results/ablation12/grabcut.json",
                    help="the GrabCut row, already measured on the same eval slices")
     a = p.parse_args()
-    {"start": start, "wait": lambda a: collect(a, False), "finish": finish}[a.step](a)
+    {"start": start, "wait": collect, "finish": finish}[a.step](a)

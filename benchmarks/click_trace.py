@@ -1,0 +1,64 @@
+"""Trace the first NoC clicks of one eval-set group: per sample, each click's polarity, the Dice and
+the predicted/true area after it; printed grouped by the polarity of clicks 2 and 3. It shows how a
+model's mask reacts to corrective clicks (too small and growing, or overshooting).
+
+    python benchmarks/click_trace.py --model runs/eval/gpu14.pt [--group parcels] [--clicks 3]
+
+Same samples, clicks and zoom settings as `evaluate.py --eval-set datasets/sample/eval`.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "apps", "pemed"))
+
+import numpy as np  # noqa: E402
+
+import evaluate  # noqa: E402
+from lib.evaluation import dice  # noqa: E402
+from lib.predictor import ZOOM_DEFAULTS  # noqa: E402
+from lib.prompts.clicks import next_eval_click  # noqa: E402
+from lib.studies import labelled, open_studies  # noqa: E402
+from lib.transforms.transforms import normalize_intensity  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--group", default="parcels")
+    p.add_argument("--clicks", type=int, default=3)
+    p.add_argument("--eval-set", default=os.path.join(REPO, "datasets", "sample", "eval"))
+    args = p.parse_args()
+    segmenter, _ = evaluate.make_segmenter(args.model, "cpu", 256, **ZOOM_DEFAULTS)
+    pairs = [(d["image"], d["label"]) for d in labelled(open_studies(os.path.join(args.eval_set, args.group)))]
+    traces = []  # per sample: [(positive, dice, area ratio)] per click
+    for _, _, image, mask in evaluate.samples(pairs, "all", [0, 1, 2], 3, 30):
+        segmenter.start(normalize_intensity(image, "auto"))
+        pred, clicks, trace = np.zeros_like(mask), [], []
+        for _ in range(args.clicks):
+            click = next_eval_click(mask, pred, clicks)
+            if click is None:
+                break
+            clicks.append(click)
+            pred = segmenter.step(clicks) > 0.5
+            trace.append((click.positive, dice(mask, pred), pred.sum() / mask.sum()))
+        traces.append(trace)
+    full = [t for t in traces if len(t) == args.clicks]
+    report = {"model": args.model, "group": args.group, "samples": len(traces),
+              "dice_after_click": np.mean([[c[1] for c in t] for t in full], axis=0).round(3).tolist(),
+              "median_area_ratio_after_click": np.median([[c[2] for c in t] for t in full], axis=0).round(2).tolist(),
+              "by_polarity_of_clicks_2_3": {}}
+    for key in sorted({tuple("+" if c[0] else "-" for c in t[1:3]) for t in full}):
+        chosen = [t for t in full if tuple("+" if c[0] else "-" for c in t[1:3]) == key]
+        report["by_polarity_of_clicks_2_3"]["".join(key)] = {
+            "n": len(chosen), "dice_after_click": np.mean([[c[1] for c in t] for t in chosen], axis=0).round(3).tolist(),
+            "median_area_ratio_after_click": np.median([[c[2] for c in t] for t in chosen], axis=0).round(2).tolist()}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,11 +28,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from lib.checkpoint import load_checkpoint  # noqa: E402
-from lib.predictor import ZOOM_DEFAULTS  # noqa: E402
 from lib.evaluation import dice  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.networks.pemed import network_input  # noqa: E402
-from lib.predictor import PEMEDPredictor  # noqa: E402
+from lib.predictor import ZOOM_DEFAULTS, PEMEDPredictor  # noqa: E402
 from lib.prompts.clicks import Click, next_eval_click  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 

@@ -43,16 +43,23 @@ ABLATION_OUT = os.path.join(WORK, "ablation")
 EPOCH_S = 75  # a few checkpoints a command; validation (64 draws) stays a small share of an epoch
 
 
+def train_args(modules: str, epochs: int, samples: int, batch: int, workers: int, a) -> list:
+    return ["apps/pemed/train.py", "--engine", "--device", a.device, "--maps-cache", MAPS, "--modules", modules,
+            "--epochs", str(epochs), "--samples-per-epoch", str(samples), "--batch", str(batch), "--workers", str(workers)]
+
+
 def main_run_args(epochs: int, samples: int, a) -> list:
-    return ["apps/pemed/train.py", "--engine", "--device", a.device, "--maps-cache", MAPS,
-            "--init", a.init, "--epochs", str(epochs), "--samples-per-epoch", str(samples),
-            "--batch", str(a.batch), "--lr", str(a.lr), "--workers", str(a.workers), "--resume"]
+    return train_args("all", epochs, samples, a.batch, a.workers, a) + ["--init", a.init, "--lr", str(a.lr)]
 
 
 def row_args(row: str, epochs: int, samples: int, a) -> list:
     return ["apps/pemed/ablation.py", "--train", "engine", "--samples-per-epoch", str(samples),
             "--eval", a.ablation_eval, "--out", ABLATION_OUT, "--rows", row, "--epochs", str(epochs),
             "--batch", str(a.row_batch), "--device", a.device, "--workers", str(a.row_workers), "--maps-cache", MAPS]
+
+
+def log_of(name: str) -> str:
+    return os.path.join(WORK, "train.log" if name == "main" else f"row_{name}.log")
 
 
 def launch(args: list, log: str, daemon: bool) -> subprocess.Popen:
@@ -90,31 +97,25 @@ def start(a):
     probes = {}
     for name in ("main",) + ROWS:  # all at once: the rates under the load the real runs will share
         out = os.path.join(WORK, f"probe_{name}", "p.pt")
-        if name == "main":
-            args = main_run_args(1, 12 * a.batch, a)
-        else:
-            args = ["apps/pemed/train.py", "--engine", "--device", a.device, "--maps-cache", MAPS, "--modules", name,
-                    "--epochs", "1", "--samples-per-epoch", str(12 * a.row_batch), "--batch", str(a.row_batch),
-                    "--workers", str(a.row_workers), "--val-samples", "8"]
-        args = [x for x in args if x != "--resume"] + ["--out", out]
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        probes[name] = (launch(args, os.path.join(WORK, f"probe_{name}.log"), daemon=False), os.path.join(WORK, f"probe_{name}.log"))
-    for p, _ in probes.values():
+        args = (main_run_args(1, 12 * a.batch, a) if name == "main"
+                else train_args(name, 1, 12 * a.row_batch, a.row_batch, a.row_workers, a) + ["--val-samples", "8"])
+        probes[name] = launch(args + ["--out", out], os.path.join(WORK, f"probe_{name}.log"), daemon=False)
+    for p in probes.values():
         p.wait(timeout=240)
-    rates = {name: seconds_per_iteration(log) for name, (_, log) in probes.items()}
+    rates = {name: seconds_per_iteration(os.path.join(WORK, f"probe_{name}.log")) for name in probes}
     print("seconds per iteration under full load:", json.dumps({k: round(v, 3) for k, v in rates.items()}))
-    budget = a.budget
-    main_epochs, main_samples = size(rates["main"], a.batch, budget)
+    main_epochs, main_samples = size(rates["main"], a.batch, a.budget)
     # one budget for every row, shorter than the main run's: each row is evaluated after training
     row_epochs, row_samples = size(max(rates[r] for r in ROWS), a.row_batch, a.row_budget)
-    plan = {"started": time.time(), "budget_s": budget, "rates_s_per_it": rates,
-            "main": {"epochs": main_epochs, "samples_per_epoch": main_samples, "args": main_run_args(main_epochs, main_samples, a) + ["--out", os.path.join(WORK, "pemed.pt")]},
+    plan = {"started": time.time(), "budget_s": a.budget, "rates_s_per_it": rates,
+            "main": {"epochs": main_epochs, "samples_per_epoch": main_samples, "args": main_run_args(main_epochs, main_samples, a) + ["--resume", "--out", os.path.join(WORK, "pemed.pt")]},
             "rows": {"epochs": row_epochs, "samples_per_epoch": row_samples, "batch": a.row_batch,
                      "args": {r: row_args(r, row_epochs, row_samples, a) for r in ROWS}},
             "pids": {}}
-    plan["pids"]["main"] = launch(plan["main"]["args"], os.path.join(WORK, "train.log"), daemon=True).pid
+    plan["pids"]["main"] = launch(plan["main"]["args"], log_of("main"), daemon=True).pid
     for r in ROWS:
-        plan["pids"][r] = launch(plan["rows"]["args"][r], os.path.join(WORK, f"row_{r}.log"), daemon=True).pid
+        plan["pids"][r] = launch(plan["rows"]["args"][r], log_of(r), daemon=True).pid
     json.dump(plan, open(PLAN, "w"), indent=1)
     print(json.dumps({k: plan[k] for k in ("budget_s", "main", "rows")}, indent=1)[:3000])
     collect(a)
@@ -134,8 +135,7 @@ def alive(pid: int) -> bool:
 def progress():
     plan = json.load(open(PLAN))
     for name, pid in plan["pids"].items():
-        log = os.path.join(WORK, "train.log" if name == "main" else f"row_{name}.log")
-        lines = open(log, errors="replace").read().splitlines()
+        lines = open(log_of(name), errors="replace").read().splitlines()
         last = [l for l in lines if "Epoch:" in l and "Iter:" in l][-1:] or lines[-1:]
         val = [l for l in lines if "val_mean_dice" in l.lower() or "Key metric" in l][-1:]
         print(f"{name}: {'running' if alive(pid) else 'ended'} | {(last or [''])[0][-90:]} | {(val or [''])[0][-90:]}")
@@ -194,7 +194,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["start", "wait", "finish"])
     p.add_argument("--until", type=float, required=True, help="seconds after this command began")
-    p.add_argument("--budget", type=float, default=1150, help="start: seconds of training for every run, after the probe")
+    p.add_argument("--budget", type=float, default=1150, help="start: seconds of training for the main run, after the probe")
     p.add_argument("--row-budget", type=float, default=1050, help="start: seconds of training for each ablation row")
     p.add_argument("--device", default="cuda", help="cpu only to try this script without a GPU")
     p.add_argument("--init", default="apps/pemed/model/pemed.pt")

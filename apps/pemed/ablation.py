@@ -77,9 +77,11 @@ def main(argv=None) -> int:
             print(f"{row}: kept {out}")
             results[row] = json.load(open(out))
             continue
-        source = (["--engine", "--samples-per-epoch", str(args.samples_per_epoch)]
-                  + (["--maps-cache", args.maps_cache] if args.maps_cache else []) if args.train == "engine"
-                  else ["--studies", args.train, "--exclude-held-out"])
+        if args.train == "engine":
+            source = ["--engine", "--samples-per-epoch", str(args.samples_per_epoch)]
+            source += ["--maps-cache", args.maps_cache] if args.maps_cache else []
+        else:
+            source = ["--studies", args.train, "--exclude-held-out"]
         rc = train.main(source + ["--out", ckpt, "--modules", row, "--epochs", str(args.epochs),
                          "--batch", str(args.batch), "--lr", str(args.lr), "--size", str(args.size), "--device", args.device,
                          "--workers", str(args.workers), "--seed", "0"])

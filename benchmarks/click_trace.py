@@ -1,6 +1,7 @@
 """Trace the first NoC clicks of one eval-set group: per sample, each click's polarity, the Dice and
-the predicted/true area after it; printed grouped by the polarity of clicks 2 and 3. It shows how a
-model's mask reacts to corrective clicks (too small and growing, or overshooting).
+the predicted/true area after it; printed grouped by the polarity of clicks 2 and 3, with how many
+samples lose more than 0.1 Dice at a click. It shows how a model's mask reacts to corrective clicks
+(too small and growing, overshooting, or lost).
 
     python benchmarks/click_trace.py --model runs/eval/gpu14.pt [--group parcels] [--clicks 3]
 
@@ -50,6 +51,9 @@ def main() -> int:
     report = {"model": args.model, "group": args.group, "samples": len(traces),
               "dice_after_click": np.mean([[c[1] for c in t] for t in full], axis=0).round(3).tolist(),
               "median_area_ratio_after_click": np.median([[c[2] for c in t] for t in full], axis=0).round(2).tolist(),
+              "samples_losing_0.1_dice_at_a_click": int(sum((np.diff([c[1] for c in t]) < -0.1).any() for t in full)),
+              "samples_at_0.75_after_click_1": int(sum(t[0][1] >= 0.75 for t in full)),
+              "of_those_losing_0.1_at_click_2": int(sum(t[0][1] >= 0.75 and t[1][1] < t[0][1] - 0.1 for t in full)),
               "by_polarity_of_clicks_2_3": {}}
     for key in sorted({tuple("+" if c[0] else "-" for c in t[1:3]) for t in full}):
         chosen = [t for t in full if tuple("+" if c[0] else "-" for c in t[1:3]) == key]

@@ -116,3 +116,14 @@ def test_connected_components_of_multi_part_targets(engine):
         assert len(components(part, 1)) == 1 and (part <= whole).all() and part.sum() < whole.sum()
         region = always.draw("region", layers, rng)  # empty where the lobe is not on this slice
         assert len(components(region, 1)) == (1 if region.sum() >= engine.min_area else 0)
+
+
+def test_kind_weights_choose_the_target_mix(engine):
+    from lib.data.engine import DEFAULT_KIND_WEIGHTS, DataEngine
+
+    only_lesions = DataEngine(engine.maps, kind_weights={**{k: 0.0 for k in DEFAULT_KIND_WEIGHTS}, "lesion": 1.0})
+    assert {only_lesions.draw(seed)["kind"] for seed in range(6)} == {"lesion"}
+    with pytest.raises(ValueError, match="unknown target kinds"):
+        DataEngine(engine.maps, kind_weights={"liver": 1.0})
+    with pytest.raises(ValueError, match="above 0"):
+        DataEngine(engine.maps, kind_weights={k: 0.0 for k in DEFAULT_KIND_WEIGHTS})

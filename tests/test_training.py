@@ -76,3 +76,11 @@ def test_the_servers_trainer_keeps_every_label_value(tmp_path):
     config = PEMED()
     config.init("pemed", str(model_dir), {}, None)
     assert config.trainer().exclude_labels == ()
+
+
+def test_kind_weights_option_is_parsed_and_checked(capsys):
+    assert train.parse_weights("lesion=3, brain=0.5") == {"lesion": 3.0, "brain": 0.5}
+    for bad in ("lesion", "lesion=-1", "liver=2"):
+        assert train.main(["--engine", "--out", "unused.pt", "--kind-weights", bad,
+                           "--maps-cache", os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz")]) == 2
+        assert "--kind-weights" in capsys.readouterr().err

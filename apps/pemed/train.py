@@ -28,7 +28,7 @@ from monai.utils import set_determinism  # noqa: E402
 from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
 from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
-from lib.data.engine import DataEngine  # noqa: E402
+from lib.data.engine import DEFAULT_KIND_WEIGHTS, DataEngine  # noqa: E402
 from lib.networks.pemed import ABLATIONS, DEFAULT_PALM_SCALE, PALM_SCALES, PEMEDNet, build_pemed  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.pemed import PEMEDTrain  # noqa: E402
@@ -40,6 +40,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VAL_SEED_BASE = 2 ** 31
 
 
+def parse_weights(text: str) -> dict:
+    """"lesion=3,brain=1" -> {"lesion": 3.0, "brain": 1.0}."""
+    weights = {}
+    for item in filter(None, text.split(",")):
+        name, sep, value = item.partition("=")
+        if not sep or float(value) < 0:
+            raise ValueError(f"expected kind=weight >= 0, got {item!r}")
+        weights[name.strip()] = float(value)
+    return weights
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
@@ -49,6 +60,9 @@ def main(argv=None) -> int:
     p.add_argument("--samples-per-epoch", type=int, default=512, help="--engine: draws per epoch")
     p.add_argument("--val-samples", type=int, default=64, help="--engine: fixed validation draws")
     p.add_argument("--real-prob", type=float, default=0.25, help="--engine: share of real Colin27 slices")
+    p.add_argument("--kind-weights", default="",
+                   help="--engine: target-kind weights that replace the defaults', e.g. lesion=3,brain=1 "
+                        f"(defaults: {','.join(f'{k}={v}' for k, v in DEFAULT_KIND_WEIGHTS.items())})")
     p.add_argument("--mricron", default=DEFAULT_SRC, help="--engine: mricron-data's templates folder")
     p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"),
                    help="--engine: where the label maps on Colin27's grid are kept after the first build")
@@ -77,7 +91,12 @@ def main(argv=None) -> int:
     set_determinism(seed=args.seed)
     engine, val_ds, datastore = None, None, None
     if args.engine:
-        engine = DataEngine(load_maps(args.mricron, args.maps_cache), real_prob=args.real_prob)
+        try:
+            weights = {**DEFAULT_KIND_WEIGHTS, **parse_weights(args.kind_weights)}
+            engine = DataEngine(load_maps(args.mricron, args.maps_cache), kind_weights=weights, real_prob=args.real_prob)
+        except ValueError as e:
+            print(f"error: --kind-weights: {e}", file=sys.stderr)
+            return 2
         datalist = [{"seed": i, "fixed": False} for i in range(args.samples_per_epoch)]
         val_ds = [{"seed": VAL_SEED_BASE + i, "fixed": True} for i in range(args.val_samples)]
     else:
@@ -118,6 +137,7 @@ def main(argv=None) -> int:
     wall = time.time() - start
     card = {"command": " ".join(["python", "apps/pemed/train.py"] + (argv if argv is not None else sys.argv[1:])),
             "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init,
+            "kind_weights": engine.kind_weights if engine is not None else None,
             "palm_scale": network.palm_scale,
             "batch": args.batch, "lr": args.lr, "size": args.size,
             "n_studies": len(datalist), "engine": args.engine, "device": args.device, "torch_threads": torch.get_num_threads(),

@@ -42,6 +42,8 @@ class DataEngine:
         unknown = set(self.kind_weights) - set(DEFAULT_KIND_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown target kinds {sorted(unknown)}; known: {sorted(DEFAULT_KIND_WEIGHTS)}")
+        if sum(self.kind_weights.values()) <= 0:
+            raise ValueError("at least one target kind needs a weight above 0")
         self.real_prob, self.skull_strip_prob = real_prob, skull_strip_prob
         self.held_out = tuple(int(v) for v in held_out)
         self.exclude_held_out = exclude_held_out

@@ -45,7 +45,7 @@ def parse_weights(text: str) -> dict:
     weights = {}
     for item in filter(None, text.split(",")):
         name, sep, value = item.partition("=")
-        if not sep or float(value) < 0:
+        if not sep or not float(value) >= 0:  # also refuses nan
             raise ValueError(f"expected kind=weight >= 0, got {item!r}")
         weights[name.strip()] = float(value)
     return weights
@@ -91,10 +91,11 @@ def main(argv=None) -> int:
     set_determinism(seed=args.seed)
     engine, val_ds, datastore = None, None, None
     if args.engine:
+        maps = load_maps(args.mricron, args.maps_cache)
         try:
             weights = {**DEFAULT_KIND_WEIGHTS, **parse_weights(args.kind_weights)}
-            engine = DataEngine(load_maps(args.mricron, args.maps_cache), kind_weights=weights, real_prob=args.real_prob)
-        except ValueError as e:
+            engine = DataEngine(maps, kind_weights=weights, real_prob=args.real_prob)
+        except ValueError as e:  # the weights are the only input here the engine can refuse
             print(f"error: --kind-weights: {e}", file=sys.stderr)
             return 2
         datalist = [{"seed": i, "fixed": False} for i in range(args.samples_per_epoch)]

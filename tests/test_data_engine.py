@@ -125,5 +125,8 @@ def test_kind_weights_choose_the_target_mix(engine):
     assert {only_lesions.draw(seed)["kind"] for seed in range(6)} == {"lesion"}
     with pytest.raises(ValueError, match="unknown target kinds"):
         DataEngine(engine.maps, kind_weights={"liver": 1.0})
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=">= 0"):
+            DataEngine(engine.maps, kind_weights={**DEFAULT_KIND_WEIGHTS, "lesion": bad})
     with pytest.raises(ValueError, match="above 0"):
         DataEngine(engine.maps, kind_weights={k: 0.0 for k in DEFAULT_KIND_WEIGHTS})

@@ -42,6 +42,8 @@ class DataEngine:
         unknown = set(self.kind_weights) - set(DEFAULT_KIND_WEIGHTS)
         if unknown:
             raise ValueError(f"unknown target kinds {sorted(unknown)}; known: {sorted(DEFAULT_KIND_WEIGHTS)}")
+        if not all(w >= 0 for w in self.kind_weights.values()):  # also refuses nan
+            raise ValueError(f"target-kind weights must be >= 0, got {self.kind_weights}")
         if sum(self.kind_weights.values()) <= 0:
             raise ValueError("at least one target kind needs a weight above 0")
         self.real_prob, self.skull_strip_prob = real_prob, skull_strip_prob

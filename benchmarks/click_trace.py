@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 import evaluate  # noqa: E402
 from lib.evaluation import dice  # noqa: E402
-from lib.predictor import ZOOM_DEFAULTS  # noqa: E402
+from lib.predictor import SERVE_DEFAULTS  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
@@ -33,7 +33,7 @@ def main() -> int:
     p.add_argument("--clicks", type=int, default=3)
     p.add_argument("--eval-set", default=os.path.join(REPO, "datasets", "sample", "eval"))
     args = p.parse_args()
-    segmenter, _ = evaluate.make_segmenter(args.model, "cpu", 256, **ZOOM_DEFAULTS)
+    segmenter, _ = evaluate.make_segmenter(args.model, "cpu", 256, **SERVE_DEFAULTS)
     pairs = [(d["image"], d["label"]) for d in labelled(open_studies(os.path.join(args.eval_set, args.group)))]
     traces = []  # per sample: [(positive, dice, area ratio)] per click
     for _, _, image, mask in evaluate.samples(pairs, "all", [0, 1, 2], 3, 30):

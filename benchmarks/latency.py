@@ -31,7 +31,7 @@ from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.evaluation import dice  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.networks.pemed import network_input  # noqa: E402
-from lib.predictor import ZOOM_DEFAULTS, PEMEDPredictor  # noqa: E402
+from lib.predictor import SERVE_DEFAULTS, PEMEDPredictor  # noqa: E402
 from lib.prompts.clicks import Click, next_eval_click  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
@@ -75,7 +75,7 @@ def module_shares(network, x, repeats):
 
 def in_process(checkpoint, repeats, size=256):
     network, meta = load_checkpoint(checkpoint, "cpu")
-    predictor = PEMEDPredictor(network, "cpu", size, **ZOOM_DEFAULTS)
+    predictor = PEMEDPredictor(network, "cpu", size, **SERVE_DEFAULTS)
     volume, label, z = sample_slice()
     image = normalize_intensity(volume[:, :, z], "MR")
     gt = label[:, :, z] == 77
@@ -95,7 +95,7 @@ def in_process(checkpoint, repeats, size=256):
     x = network_input(predictor.region([first], None).image_to_network(predictor.image), torch.zeros(1, 2, size, size), None)
     return {
         "slice_shape": list(image.shape), "network_input": [size, size], "modules": network.describe()["modules"],
-        "zoom": ZOOM_DEFAULTS,
+        "serve": SERVE_DEFAULTS,
         "first_click_ms_p50": round(float(np.median(first_ms)), 2),
         "later_click_ms_p50": round(float(np.median(later_ms)), 2),
         "later_click_ms_p90": round(float(np.percentile(later_ms, 90)), 2),

@@ -108,16 +108,19 @@ def test_zoom_grow_reruns_on_a_larger_box_while_the_mask_reaches_its_side(tiny_c
     assert areas[3] == 200 * 200  # grown until it is the whole image
 
 
-def test_the_apps_zoom_conf_reaches_the_predictor(tmp_path, tiny_checkpoint):
+def test_the_apps_serve_conf_reaches_the_predictor(tmp_path, tiny_checkpoint):
     import shutil
 
-    from lib.configs.pemed import PEMED, ZOOM_DEFAULTS
+    from lib.configs.pemed import PEMED, SERVE_DEFAULTS
 
     shutil.copy(tiny_checkpoint, tmp_path / "pemed.pt")
     config = PEMED()
     config.init("pemed", str(tmp_path), {}, None)
     predictor = config.infer().predictor("cpu")
-    assert (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow) == tuple(ZOOM_DEFAULTS.values())
-    config.init("pemed", str(tmp_path), {"pemed_zoom_far": "0.2", "pemed_zoom_grow": "0", "pemed_zoom_in": "false"}, None)
+    settings = (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow, predictor.refine_radius, predictor.refine_eps)
+    assert settings == tuple(SERVE_DEFAULTS.values())
+    config.init("pemed", str(tmp_path), {"pemed_zoom_far": "0.2", "pemed_zoom_grow": "0", "pemed_zoom_in": "false",
+                                         "pemed_refine_radius": "0", "pemed_refine_eps": "0.01"}, None)
     predictor = config.infer().predictor("cpu")
-    assert (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow) == (False, 0.2, 0)
+    settings = (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow, predictor.refine_radius, predictor.refine_eps)
+    assert settings == (False, 0.2, 0, 0, 0.01)

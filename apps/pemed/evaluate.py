@@ -33,7 +33,7 @@ from lib.configs.labels import AAL_LABELS, HELD_OUT_VALUES  # noqa: E402
 from lib.data.eval_set import GROUPS  # noqa: E402
 from lib.evaluation import (GrabCutSegmenter, PredictorSegmenter, RandomWalkerSegmenter, run_protocol,  # noqa: E402
                             summarize)
-from lib.predictor import ZOOM_DEFAULTS, PEMEDPredictor  # noqa: E402
+from lib.predictor import SERVE_DEFAULTS, PEMEDPredictor  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
@@ -86,8 +86,8 @@ def samples(pairs, which: str, axes, per_structure: int, min_area: int):
                            np.take(label, index, axis=axis) == value)
 
 
-def make_segmenter(model: str, device: str, size: int, **zoom):
-    """``zoom``: PEMEDPredictor's zoom_* settings."""
+def make_segmenter(model: str, device: str, size: int, **serve):
+    """``serve``: PEMEDPredictor's zoom_* and refine_* settings."""
     if model in ("grabcut", "grabcut_clicks"):
         init = "clicks" if model == "grabcut_clicks" else "image"
         return GrabCutSegmenter(init=init), {"model": model, "grabcut_init": init}
@@ -101,8 +101,8 @@ def make_segmenter(model: str, device: str, size: int, **zoom):
         config.init("pemed", os.path.join(APP_DIR, "model"), {}, None)
         path = config.newest_checkpoint()
     network, meta = load_checkpoint(path, device)
-    predictor = PEMEDPredictor(network, device, size, **zoom)
-    return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), **zoom, "checkpoint_meta": meta}
+    predictor = PEMEDPredictor(network, device, size, **serve)
+    return PredictorSegmenter(predictor), {"model": path, "network": network.describe(), **serve, "checkpoint_meta": meta}
 
 
 def plot(curves: dict, path: str, title: str) -> None:
@@ -164,20 +164,26 @@ def main(argv=None) -> int:
     p.add_argument("--modality", default="auto", help="auto (per image, as the server does), MR or CT")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=ZOOM_DEFAULTS["zoom_in"],
+    p.add_argument("--zoom-in", action=argparse.BooleanOptionalAction, default=SERVE_DEFAULTS["zoom_in"],
                    help="PE-MED: after the first click, look at a box around the mask and the clicks (the app's default)")
-    p.add_argument("--zoom-far", type=float, default=ZOOM_DEFAULTS["zoom_far"],
+    p.add_argument("--zoom-far", type=float, default=SERVE_DEFAULTS["zoom_far"],
                    help="PE-MED: show the whole image when a positive click lies farther from the mask than this share "
                         "of the image's longer side (the app's default; 0: never)")
     p.add_argument("--zoom-min", type=float, default=0.4,
                    help="PE-MED: the zoom box is at least this share of the image's longer side")
-    p.add_argument("--zoom-grow", type=int, default=ZOOM_DEFAULTS["zoom_grow"],
+    p.add_argument("--zoom-grow", type=int, default=SERVE_DEFAULTS["zoom_grow"],
                    help="PE-MED: re-run up to N times on a box twice as long when the mask reaches the zoom box's side "
                         "(the app's default; 0: never)")
+    p.add_argument("--refine-radius", type=int, default=SERVE_DEFAULTS["refine_radius"],
+                   help="PE-MED: guided filter radius (image pixels) pulling the mask onto the image's edges "
+                        "(the app's default; 0: off)")
+    p.add_argument("--refine-eps", type=float, default=SERVE_DEFAULTS["refine_eps"],
+                   help="PE-MED: the guided filter's eps (the app's default)")
     args = p.parse_args(argv)
 
     segmenter, about = make_segmenter(args.model, args.device, args.size, zoom_in=args.zoom_in, zoom_far=args.zoom_far,
-                                      zoom_grow=args.zoom_grow, zoom_min=args.zoom_min)
+                                      zoom_grow=args.zoom_grow, zoom_min=args.zoom_min,
+                                      refine_radius=args.refine_radius, refine_eps=args.refine_eps)
     about.update({"torch_threads": torch.get_num_threads(), "device": args.device})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)) or ".", exist_ok=True)
     if args.eval_set:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .networks.pemed import PROMPT_CHANNELS, PEMEDNet, network_input
 from .prompts.clicks import Click, disk_maps
+from .refine import refine_probability
 from .transforms.transforms import grown_span
 
 BACKGROUND_LOGIT = -20.0  # previous logits where the network has not looked (padding, outside the zoom box)
@@ -88,7 +89,7 @@ class Letterbox:
 
 @dataclass
 class Prediction:
-    probability: np.ndarray  # (H, W) in the image frame
+    probability: np.ndarray  # (H, W) in the image frame, refined (what is shown and thresholded)
     logits: torch.Tensor  # (1, 1, H, W) in the image frame, the state for the next click
     timings_ms: Dict[str, float] = field(default_factory=dict)
 
@@ -96,8 +97,8 @@ class Prediction:
         return self.probability > threshold
 
 
-# the zoom settings the app serves with (and evaluate.py and the latency benchmark measure)
-ZOOM_DEFAULTS = {"zoom_in": True, "zoom_far": 0.05, "zoom_grow": 2}
+# the settings the app serves with (and evaluate.py and the latency benchmark measure)
+SERVE_DEFAULTS = {"zoom_in": True, "zoom_far": 0.05, "zoom_grow": 2, "refine_radius": 2, "refine_eps": 1e-4}
 
 
 class PEMEDPredictor:
@@ -113,17 +114,23 @@ class PEMEDPredictor:
     through the object is a view training never shows (its crops hold the whole target with a margin).
     ``zoom_grow`` > 0: when the zoomed mask reaches a side of the box inside the image, the object goes
     on outside it: the box is grown twice as long per side and the step re-run, up to ``zoom_grow`` times.
+
+    ``refine_radius`` > 0: the probability shown is pulled onto the image's edges by a guided filter
+    of that radius (image pixels) and ``refine_eps`` (lib/refine.py); the logits kept for the next
+    click stay the network's.
     """
 
     def __init__(self, network: PEMEDNet, device: str = "cpu", size: int = 256, trace: bool = True,
                  zoom_in: bool = False, zoom_expand: float = 1.4, zoom_min: float = 0.4, zoom_far: float = 0.0,
-                 zoom_grow: int = 0):
+                 zoom_grow: int = 0, refine_radius: int = 0, refine_eps: float = 1e-4):
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
         self.size = size
         self.zoom_in, self.zoom_expand, self.zoom_min = zoom_in, zoom_expand, zoom_min
         self.zoom_far, self.zoom_grow = zoom_far, zoom_grow
+        self.refine_radius, self.refine_eps = refine_radius, refine_eps
         self.image: Optional[torch.Tensor] = None  # (1, C, H, W), image frame
+        self.guide: Optional[np.ndarray] = None  # (H, W), the refinement's guide
         self.run = self.network
         if trace:
             example = torch.zeros(1, network.in_channels + PROMPT_CHANNELS, size, size, device=self.device)
@@ -153,6 +160,12 @@ class PEMEDPredictor:
             else:
                 raise ValueError(f"the network takes {c} channels, the image has {image.shape[0]}")
         self.image = torch.from_numpy(image)[None].to(self.device)
+        self.guide = image.mean(axis=0)
+
+    def probability(self, logits: torch.Tensor) -> np.ndarray:
+        """The foreground probability shown for (1, 1, H, W) image-frame logits: sigmoid, then refined."""
+        probability = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+        return refine_probability(self.guide, probability, self.refine_radius, self.refine_eps)
 
     def region(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor]) -> Letterbox:
         """The whole image, or with zoom-in the box around the previous mask and the clicks."""
@@ -214,6 +227,7 @@ class PEMEDPredictor:
         t3 = time.perf_counter()
         full = prev.clone() if prev is not None else torch.full((1, 1, h, w), BACKGROUND_LOGIT, device=self.device)
         full[..., box.top:box.top + box.height, box.left:box.left + box.width] = box.network_to_image(logits)
-        prob = torch.sigmoid(full)[0, 0].cpu().numpy()
         timings["resample_ms"] = (time.perf_counter() - t3) * 1e3
+        prob = self.probability(full)
+        timings["refine_ms"] = (time.perf_counter() - t3) * 1e3 - timings["resample_ms"]
         return Prediction(prob, full, timings)

@@ -13,6 +13,10 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_zoom_grow  how many times a click's step is re-run on a box twice as long when the zoomed
                      mask reaches the box's side (default 2; 0 keeps the first box): large objects
                      are not cut at the box
+    pemed_refine_radius  radius in image pixels of the guided filter that pulls the shown mask onto
+                     the image's edges (default 2; 0: off; lib/refine.py)
+    pemed_refine_eps the filter's eps in squared normalised intensity (default 1e-4): edges of
+                     contrast well above its square root steer the mask
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
 The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt,
@@ -32,7 +36,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from ..checkpoint import load_checkpoint
 from ..infers.pemed import PEMEDInfer
 from ..networks.pemed import ABLATIONS, PEMEDNet
-from ..predictor import ZOOM_DEFAULTS
+from ..predictor import SERVE_DEFAULTS
 from ..trainers.pemed import PEMEDTrain
 from ..transforms.transforms import AUTO
 from .labels import AAL_LABELS
@@ -46,9 +50,11 @@ class PEMED(TaskConfig):
         self.labels = dict(AAL_LABELS)
         self.modality = conf.get("pemed_modality", AUTO)
         self.size = int(conf.get("pemed_size", 256))
-        self.zoom = {"zoom_in": str(conf.get("pemed_zoom_in", ZOOM_DEFAULTS["zoom_in"])).lower() == "true",
-                     "zoom_far": float(conf.get("pemed_zoom_far", ZOOM_DEFAULTS["zoom_far"])),
-                     "zoom_grow": int(conf.get("pemed_zoom_grow", ZOOM_DEFAULTS["zoom_grow"]))}
+        self.serve = {"zoom_in": str(conf.get("pemed_zoom_in", SERVE_DEFAULTS["zoom_in"])).lower() == "true",
+                      "zoom_far": float(conf.get("pemed_zoom_far", SERVE_DEFAULTS["zoom_far"])),
+                      "zoom_grow": int(conf.get("pemed_zoom_grow", SERVE_DEFAULTS["zoom_grow"])),
+                      "refine_radius": int(conf.get("pemed_refine_radius", SERVE_DEFAULTS["refine_radius"])),
+                      "refine_eps": float(conf.get("pemed_refine_eps", SERVE_DEFAULTS["refine_eps"]))}
         self.bundled_path = os.path.join(model_dir, "pemed.pt")
         self.finetuned_path = os.path.join(model_dir, "pemed_finetuned.pt")
         self.path = [self.bundled_path, self.finetuned_path]
@@ -62,7 +68,7 @@ class PEMED(TaskConfig):
         return existing[-1] if existing else None
 
     def infer(self) -> InferTask:
-        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, zoom=self.zoom)
+        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, serve=self.serve)
 
     def trainer(self) -> Optional[TrainTask]:
         start = self.newest_checkpoint()

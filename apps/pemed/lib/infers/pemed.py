@@ -22,7 +22,6 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -112,14 +111,14 @@ def bool_param(data: Dict[str, Any], name: str) -> bool:
 
 class PEMEDInfer(BasicInferTask):
     def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = AUTO, size: int = 256,
-                 zoom: Optional[Dict[str, Any]] = None,
+                 serve: Optional[Dict[str, Any]] = None,
                  description: str = "PE-MED interactive segmentation: click inside (foreground) or outside (background)",
                  session_ttl_s: float = 1800.0, max_sessions: int = 64):
         super().__init__(path=list(path), network=None, type=InferType.DEEPGROW, labels=labels, dimension=2,
                          description=description, config={"axis": 2, "reset_state": False})
         self.modality = modality
         self.size = size
-        self.zoom = dict(zoom or {})  # PEMEDPredictor's zoom_* settings
+        self.serve = dict(serve or {})  # PEMEDPredictor's zoom_* and refine_* settings
         self.sessions = SessionStore(session_ttl_s, max_sessions)
         self.images = ImageCache()
         self._predictors: Dict[str, Tuple[PEMEDPredictor, float, str]] = {}
@@ -147,7 +146,7 @@ class PEMEDInfer(BasicInferTask):
         if cached is None or cached[1] != mtime or cached[2] != path:
             network, meta = load_checkpoint(path, device)
             logger.info(f"PE-MED loaded {path} on {device}: {meta}")
-            cached = (PEMEDPredictor(network, device, self.size, **self.zoom), mtime, path)
+            cached = (PEMEDPredictor(network, device, self.size, **self.serve), mtime, path)
             self._predictors[device] = cached
         return cached[0]
 
@@ -206,7 +205,7 @@ class PEMEDInfer(BasicInferTask):
 
             logits, steps = session.advance(ordered, step)
             t_net = time.perf_counter()
-            prob = torch.sigmoid(logits.float())[0, 0].numpy()
+            prob = predictor.probability(logits)
         mask = (prob > 0.5).astype(np.uint8)
 
         spatial = array.shape[1:] if is_rgb else array.shape

@@ -1,0 +1,58 @@
+import numpy as np
+import torch
+from scipy import ndimage
+
+from lib.checkpoint import load_checkpoint
+from lib.predictor import PEMEDPredictor
+from lib.prompts.clicks import Click
+from lib.refine import refine_probability
+
+
+def dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def square_scene():
+    """A bright 24-pixel square on a noisy dark background, and a blurred, shifted guess of it
+    (what a coarse network output looks like after bilinear upsampling)."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros((80, 80), bool)
+    truth[28:52, 28:52] = True
+    image = (0.2 + 0.5 * truth + rng.normal(0, 0.02, truth.shape)).astype(np.float32)
+    guess = ndimage.gaussian_filter(ndimage.shift(truth.astype(np.float32), (2, -2), order=0), 2.5)
+    return image, truth, guess
+
+
+def test_refinement_pulls_a_soft_shifted_mask_onto_the_image_edge():
+    image, truth, guess = square_scene()
+    refined = refine_probability(image, guess, 2, 1e-4)
+    assert refined.min() >= 0 and refined.max() <= 1
+    assert dice(truth, refined > 0.5) > dice(truth, guess > 0.5) + 0.04  # 0.843 -> 0.894
+
+
+def test_refinement_leaves_background_empty_and_is_off_at_radius_0():
+    image, _, guess = square_scene()
+    assert np.array_equal(refine_probability(image, np.zeros_like(guess), 2, 1e-4), np.zeros_like(guess))
+    assert refine_probability(image, guess, 0, 1e-4) is guess
+
+
+def test_refinement_on_a_flat_image_only_smooths():
+    _, truth, guess = square_scene()
+    flat = np.full_like(guess, 0.3)
+    refined = refine_probability(flat, guess, 2, 1e-4)
+    assert dice(guess > 0.5, refined > 0.5) > 0.97  # no edge to pull towards: the mask stays where it was
+
+
+def test_predictor_shows_the_refined_probability_and_keeps_the_networks_logits(tiny_checkpoint):
+    net, _ = load_checkpoint(tiny_checkpoint)
+    image = np.random.default_rng(1).random((60, 70)).astype(np.float32)
+    plain = PEMEDPredictor(net, "cpu", 64, trace=False)
+    refined = PEMEDPredictor(net, "cpu", 64, trace=False, refine_radius=2, refine_eps=1e-4)
+    outs = []
+    for p in (plain, refined):
+        p.set_image(image)
+        outs.append(p.predict([Click(30, 30, True)]))
+    assert torch.equal(outs[0].logits, outs[1].logits)  # the state for the next click is the network's
+    assert np.allclose(outs[0].probability, torch.sigmoid(outs[0].logits)[0, 0].numpy())
+    assert np.allclose(outs[1].probability, refine_probability(image, outs[0].probability, 2, 1e-4))
+    assert "refine_ms" in outs[1].timings_ms

@@ -19,7 +19,7 @@ def square_scene():
     truth = np.zeros((80, 80), bool)
     truth[28:52, 28:52] = True
     image = (0.2 + 0.5 * truth + rng.normal(0, 0.02, truth.shape)).astype(np.float32)
-    guess = ndimage.gaussian_filter(ndimage.shift(truth.astype(np.float32), (2, -2), order=0), 2.5)
+    guess = ndimage.gaussian_filter(ndimage.shift(truth.astype(np.float32), (1, -1), order=0), 2.0)
     return image, truth, guess
 
 
@@ -27,7 +27,7 @@ def test_refinement_pulls_a_soft_shifted_mask_onto_the_image_edge():
     image, truth, guess = square_scene()
     refined = refine_probability(image, guess, 2, 1e-4)
     assert refined.min() >= 0 and refined.max() <= 1
-    assert dice(truth, refined > 0.5) > dice(truth, guess > 0.5) + 0.04  # 0.843 -> 0.894
+    assert dice(truth, guess > 0.5) < 0.93 and dice(truth, refined > 0.5) > 0.97  # 0.919 -> 0.989
 
 
 def test_refinement_leaves_background_empty_and_is_off_at_radius_0():
@@ -36,11 +36,10 @@ def test_refinement_leaves_background_empty_and_is_off_at_radius_0():
     assert refine_probability(image, guess, 0, 1e-4) is guess
 
 
-def test_refinement_on_a_flat_image_only_smooths():
-    _, truth, guess = square_scene()
+def test_refinement_leaves_a_flat_image_alone():
+    _, _, guess = square_scene()
     flat = np.full_like(guess, 0.3)
-    refined = refine_probability(flat, guess, 2, 1e-4)
-    assert dice(guess > 0.5, refined > 0.5) > 0.97  # no edge to pull towards: the mask stays where it was
+    assert np.allclose(refine_probability(flat, guess, 2, 1e-4), guess, atol=1e-5)  # no edge: nothing to pull to
 
 
 def test_predictor_shows_the_refined_probability_and_keeps_the_networks_logits(tiny_checkpoint):

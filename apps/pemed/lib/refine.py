@@ -3,19 +3,22 @@
 
 The network answers at a quarter of its input resolution and its logits are upsampled bilinearly, so
 a mask edge is a soft ramp a few pixels wide that need not lie on the image's edge. Within each
-(2r+1)^2 window the filter fits the probability as a linear function of the image intensity: where the
-window holds an intensity edge, the ramp is pulled onto it; where the image is flat (an atlas border
-no intensity shows), it only smooths. It runs on the displayed probability only: the network's own
-logits stay the state for the next click.
+(2r+1)^2 window the filter fits the probability as a linear function of the image intensity, which
+pulls the ramp onto an intensity edge when the window holds one. Where the guide is flat (an atlas
+border no intensity shows) the plain filter would only blur, and blurring thins small and narrow masks
+(measured: Dice@3 on the held-out parcels 0.748 -> 0.739); so the filtered value is weighted by how
+much of an edge the windows hold, var / (var + eps), and a flat region keeps the network's value.
+It runs on the displayed probability only: the network's own logits stay the state for the next click.
 """
 
 import cv2
 import numpy as np
 
 
-def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
+def edge_weighted_guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
     """``guide``, ``source``: (H, W) float arrays; ``eps`` is in the guide's squared intensity units
-    (an edge whose contrast is well above sqrt(eps) steers the output). Box filters: O(H W) for any radius."""
+    (an edge whose contrast is well above sqrt(eps) steers the output, a flatter window keeps the
+    source). Box filters: O(H W) for any radius."""
     guide = np.ascontiguousarray(guide, dtype=np.float32)
     source = np.ascontiguousarray(source, dtype=np.float32)
     size = (2 * radius + 1, 2 * radius + 1)
@@ -27,7 +30,9 @@ def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float
     var_g = mean(guide * guide) - mean_g * mean_g
     slope = (mean(guide * source) - mean_g * mean_s) / (var_g + eps)
     offset = mean_s - slope * mean_g
-    return mean(slope) * guide + mean(offset)
+    filtered = mean(slope) * guide + mean(offset)
+    edge = mean(var_g / (var_g + eps))  # 1 where the window holds an edge, 0 where the guide is flat
+    return source + edge * (filtered - source)
 
 
 def refine_probability(guide: np.ndarray, probability: np.ndarray, radius: int, eps: float) -> np.ndarray:
@@ -35,4 +40,4 @@ def refine_probability(guide: np.ndarray, probability: np.ndarray, radius: int, 
     returns the probability unchanged."""
     if radius <= 0:
         return probability
-    return np.clip(guided_filter(guide, probability, radius, eps), 0.0, 1.0)
+    return np.clip(edge_weighted_guided_filter(guide, probability, radius, eps), 0.0, 1.0)

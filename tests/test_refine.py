@@ -5,7 +5,7 @@ from scipy import ndimage
 from lib.checkpoint import load_checkpoint
 from lib.predictor import PEMEDPredictor
 from lib.prompts.clicks import Click
-from lib.refine import refine_probability
+from lib.refine import edge_weighted_guided_filter, refine_probability
 
 
 def dice(a, b):
@@ -55,3 +55,19 @@ def test_predictor_shows_the_refined_probability_and_keeps_the_networks_logits(t
     assert np.allclose(outs[0].probability, torch.sigmoid(outs[0].logits)[0, 0].numpy())
     assert np.allclose(outs[1].probability, refine_probability(image, outs[0].probability, 2, 1e-4))
     assert "refine_ms" in outs[1].timings_ms
+
+
+def test_refining_only_around_the_unsettled_pixels_matches_the_whole_image_filter():
+    rng = np.random.default_rng(2)
+    guide = rng.random((300, 400)).astype(np.float32)
+    logits = np.full(guide.shape, -20.0, np.float32)
+    logits[120:160, 250:300] = 20.0
+    probability = 1 / (1 + np.exp(-ndimage.gaussian_filter(logits, 3)))
+    whole = np.clip(edge_weighted_guided_filter(guide, probability, 2, 1e-4), 0, 1)
+    refined = refine_probability(guide, probability, 2, 1e-4)
+    assert np.abs(whole - refined).max() < 1e-3 and np.array_equal(whole > 0.5, refined > 0.5)
+    hard = np.where(probability > 0.5, 1.0, 0.0).astype(np.float32)  # no unsure pixel, but an edge to move
+    whole = np.clip(edge_weighted_guided_filter(guide, hard, 2, 1e-4), 0, 1)
+    assert np.abs(whole - refine_probability(guide, hard, 2, 1e-4)).max() < 1e-3
+    empty = np.zeros_like(hard)
+    assert refine_probability(guide, empty, 2, 1e-4) is empty

@@ -53,8 +53,11 @@ def test_predictor_shows_the_refined_probability_and_keeps_the_networks_logits(t
         outs.append(p.predict([Click(30, 30, True)]))
     assert torch.equal(outs[0].logits, outs[1].logits)  # the state for the next click is the network's
     assert np.allclose(outs[0].probability, torch.sigmoid(outs[0].logits)[0, 0].numpy())
-    assert np.allclose(outs[1].probability, refine_probability(image, outs[0].probability, 2, 1e-4))
+    assert np.allclose(outs[1].probability, refine_probability(image, outs[0].probability, 3, 1e-4))
     assert "refine_ms" in outs[1].timings_ms
+    assert refined.refine_radius_px() == 3  # 2 per 64 pixels of a 70-pixel image, rounded up
+    refined.set_image(np.zeros((300, 120), np.float32))
+    assert refined.refine_radius_px() == 10 and plain.refine_radius_px() == 0
 
 
 def test_refining_only_around_the_unsettled_pixels_matches_the_whole_image_filter():

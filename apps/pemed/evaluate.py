@@ -175,8 +175,8 @@ def main(argv=None) -> int:
                    help="PE-MED: re-run up to N times on a box twice as long when the mask reaches the zoom box's side "
                         "(the app's default; 0: never)")
     p.add_argument("--refine-radius", type=int, default=SERVE_DEFAULTS["refine_radius"],
-                   help="PE-MED: guided filter radius (image pixels) pulling the mask onto the image's edges "
-                        "(the app's default; 0: off)")
+                   help="PE-MED: radius of the guided filter pulling the mask onto the image's edges, in pixels "
+                        "per --size pixels of the image's longer side (the app's default; 0: off)")
     p.add_argument("--refine-eps", type=float, default=SERVE_DEFAULTS["refine_eps"],
                    help="PE-MED: the guided filter's eps (the app's default)")
     args = p.parse_args(argv)

@@ -13,8 +13,9 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_zoom_grow  how many times a click's step is re-run on a box twice as long when the zoomed
                      mask reaches the box's side (default 2; 0 keeps the first box): large objects
                      are not cut at the box
-    pemed_refine_radius  radius in image pixels of the guided filter that pulls the shown mask onto
-                     the image's edges (default 2; 0: off; lib/refine.py)
+    pemed_refine_radius  radius of the guided filter that pulls the shown mask onto the image's edges,
+                     in pixels per 256 pixels of the image's longer side, rounded up (default 2;
+                     0: off; lib/refine.py)
     pemed_refine_eps the filter's eps in squared normalised intensity (default 1e-4): edges of
                      contrast well above its square root steer the mask
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists

@@ -235,7 +235,8 @@ class PEMEDPredictor:
         t3 = time.perf_counter()
         full = prev.clone() if prev is not None else torch.full((1, 1, h, w), BACKGROUND_LOGIT, device=self.device)
         full[..., box.top:box.top + box.height, box.left:box.left + box.width] = box.network_to_image(logits)
-        timings["resample_ms"] = (time.perf_counter() - t3) * 1e3
+        t4 = time.perf_counter()
         prob = self.probability(full)
-        timings["refine_ms"] = (time.perf_counter() - t3) * 1e3 - timings["resample_ms"]
+        timings["resample_ms"] = (t4 - t3) * 1e3
+        timings["refine_ms"] = (time.perf_counter() - t4) * 1e3
         return Prediction(prob, full, timings)

@@ -3,7 +3,10 @@ the predicted/true area after it; printed grouped by the polarity of clicks 2 an
 samples lose more than 0.1 Dice at a click. It shows how a model's mask reacts to corrective clicks
 (too small and growing, overshooting, or lost).
 
-    python benchmarks/click_trace.py --model runs/eval/gpu14.pt [--group parcels] [--clicks 3]
+    python benchmarks/click_trace.py --model runs/eval/gpu14.pt [--group parcels] [--clicks 3] [--per-sample]
+
+``--per-sample`` also prints one line per sample: its study, then per click the polarity, the Dice
+and the predicted/true area.
 
 Same samples, clicks and zoom settings as `evaluate.py --eval-set datasets/sample/eval`.
 """
@@ -32,11 +35,12 @@ def main() -> int:
     p.add_argument("--group", default="parcels")
     p.add_argument("--clicks", type=int, default=3)
     p.add_argument("--eval-set", default=os.path.join(REPO, "datasets", "sample", "eval"))
+    p.add_argument("--per-sample", action="store_true")
     args = p.parse_args()
     segmenter, _ = evaluate.make_segmenter(args.model, "cpu", 256, **SERVE_DEFAULTS)
     pairs = [(d["image"], d["label"]) for d in labelled(open_studies(os.path.join(args.eval_set, args.group)))]
     traces = []  # per sample: [(positive, dice, area ratio)] per click
-    for _, _, image, mask in evaluate.samples(pairs, "all", [0, 1, 2], 3, 30):
+    for study, _, image, mask in evaluate.samples(pairs, "all", [0, 1, 2], 3, 30):
         segmenter.start(normalize_intensity(image, "auto"))
         pred, clicks, trace = np.zeros_like(mask), [], []
         for _ in range(args.clicks):
@@ -47,6 +51,8 @@ def main() -> int:
             pred = segmenter.step(clicks) > 0.5
             trace.append((click.positive, dice(mask, pred), pred.sum() / mask.sum()))
         traces.append(trace)
+        if args.per_sample:
+            print(study, " ".join(f"{'+' if c[0] else '-'}{c[1]:.2f}/{c[2]:.2f}" for c in trace))
     full = [t for t in traces if len(t) == args.clicks]
     report = {"model": args.model, "group": args.group, "samples": len(traces),
               "dice_after_click": np.mean([[c[1] for c in t] for t in full], axis=0).round(3).tolist(),

@@ -4,6 +4,7 @@ MONAILabelClient (what the 3D Slicer module uses) and over raw HTTP, bad request
 import json
 import os
 import shutil
+import time
 
 import nibabel as nib
 import numpy as np
@@ -48,7 +49,10 @@ def structure_click(studies, value=77, axis=2):
 def test_info_lists_the_task_and_labels(server):
     info = requests.get(f"{server['url']}/info/", timeout=10).json()
     assert info["models"]["pemed"]["type"] == "deepgrow"
-    assert info["labels"]["Thalamus_L"] == 77 and "pemed" in info["trainers"]
+    assert info["models"]["pemed"]["labels"]["Thalamus_L"] == 77 and "pemed" in info["trainers"]
+    # OHIF's panel appends to the app's labels: a list, in value order
+    assert isinstance(info["labels"], list) and info["labels"][:2] == ["Precentral_L", "Precentral_R"]
+    assert info["continual_training"] == {"enabled": True, "saves_waiting": 0, "runs_started": 0, "last_error": ""}
 
 
 def test_clicks_through_the_slicer_client(server, tmp_path):
@@ -143,3 +147,35 @@ def test_training_in_the_server_publishes_a_finetuned_model(server):
     r = requests.post(f"{base}/infer/pemed?image=ch2bet&output=json",
                       files={"params": (None, json.dumps({"foreground": [click], "reset_state": True}))}, timeout=60)
     assert r.status_code == 200 and r.json()["foreground_pixels"] > 0
+
+
+def test_a_saved_label_fine_tunes_the_served_model_without_a_train_call(tmp_path, tiny_checkpoint):
+    """PUT /datastore/label, nobody calls /train: a run starts by itself, trains on the 0/1 mask as drawn
+    (value 1 is a held-out AAL value, which the bundled model's training drops), and the new model serves."""
+    bundled = os.path.join(APP_DIR, "model", "pemed.pt")
+    app = copy_app(str(tmp_path / "app"), None if os.path.exists(bundled) else tiny_checkpoint)
+    studies = tmp_path / "studies"
+    label = np.zeros((64, 64, 20), np.uint8)
+    label[20:40, 25:45, 5:15] = 1
+    write_nifti(str(studies / "vol.nii.gz"), 50 + 100 * label + np.random.rand(*label.shape))
+    write_nifti(str(tmp_path / "drawn.nii.gz"), label, np.uint8)
+    conf = {"pemed_train_quiet_s": 1}
+    with LocalServer(app, str(studies), str(tmp_path / "server.log"), conf=conf) as srv:
+        with open(tmp_path / "drawn.nii.gz", "rb") as f:
+            r = requests.put(f"{srv.url}/datastore/label?image=vol&tag=final",
+                             files={"label": ("drawn.nii.gz", f)}, timeout=30)
+        assert r.status_code == 200, r.text
+        published = tmp_path / "app" / "model" / "pemed_finetuned.pt"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not published.exists():
+            time.sleep(2)
+        assert published.exists(), open(tmp_path / "server.log").read()[-3000:]
+        info = requests.get(f"{srv.url}/info/", timeout=10).json()
+        assert info["continual_training"]["runs_started"] == 1
+        import torch
+
+        meta = torch.load(published, weights_only=True)["meta"]
+        assert meta["train_mean_dice"] > 0  # the mask was a target, not dropped as empty
+        r = requests.post(f"{srv.url}/infer/pemed?image=vol&output=json",
+                          files={"params": (None, json.dumps({"foreground": [[30, 35, 10]]}))}, timeout=60)
+        assert r.status_code == 200 and r.json()["foreground_pixels"] > 0

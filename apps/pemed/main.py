@@ -3,8 +3,11 @@
     monailabel start_server --app apps/pemed --studies datasets/sample/volumes --host 127.0.0.1
 
 Registers the interactive ``pemed`` infer task (deepgrow-style clicks in OHIF and 3D Slicer) and the
-``pemed`` trainer (continual fine-tuning on the labels saved in the datastore). Requests the client
-must fix get a 4xx with a clear message instead of a 500 (see ``install_error_handlers``).
+``pemed`` trainer (continual fine-tuning on the labels saved in the datastore). Each saved final
+label schedules a fine-tuning run in the background (lib/continual.py; ``--conf pemed_auto_train
+false`` turns it off, ``pemed_train_quiet_s`` sets how long the server waits for more saves, default
+10 s). Requests the client must fix get a 4xx with a clear message instead of a 500 (see
+``install_error_handlers``).
 """
 
 import json
@@ -13,15 +16,18 @@ import os
 from typing import Dict
 
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
+from monailabel.utils.async_tasks.utils import processes
 from monailabel.utils.others.generic import name_to_device
 
 from lib.configs.pemed import PEMED
+from lib.continual import TrainingScheduler
 from lib.infers.pemed import InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -56,10 +62,17 @@ class PEMEDApp(MONAILabelApp):
         self.model_dir = os.path.join(app_dir, "model")
         self.pemed = PEMED()
         self.pemed.init("pemed", self.model_dir, conf or {}, None)
-        super().__init__(app_dir=app_dir, studies=studies, conf=conf or {}, name="PE-MED Label",
+        conf = conf or {}
+        self.auto_train = str(conf.get("pemed_auto_train", "true")).lower() == "true"
+        self.continual = TrainingScheduler(start=lambda: self.async_training("pemed"),
+                                           running=lambda: bool(processes("train")),
+                                           quiet_s=float(conf.get("pemed_train_quiet_s", 10)))
+        # a list in value order: OHIF's MONAI Label panel appends to it (an object breaks the panel)
+        labels = sorted(self.pemed.labels, key=self.pemed.labels.get)
+        super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="PE-MED Label",
                          description="Interactive segmentation with PE-MED (Self-Loop, PALM, TSIP)", version="0.1",
-                         labels=self.pemed.labels)
-        if str((conf or {}).get("install_error_handlers", "true")).lower() == "true":
+                         labels=labels)
+        if str(conf.get("install_error_handlers", "true")).lower() == "true":
             install_error_handlers()
 
     def on_init_complete(self):
@@ -68,6 +81,16 @@ class PEMEDApp(MONAILabelApp):
         task = self._infers["pemed"]
         if task.is_valid():
             task.predictor(name_to_device(task.config().get("device")))
+
+    def info(self):
+        return {**super().info(), "continual_training": {"enabled": self.auto_train, **self.continual.status()}}
+
+    def on_save_label(self, image_id, label_id):
+        """A saved final label (not a draft) schedules fine-tuning on every final label."""
+        super().on_save_label(image_id, label_id)
+        if self.auto_train and self.datastore().get_label_by_image_id(image_id, DefaultLabelTag.FINAL.value):
+            self.continual.label_saved()
+        return {"image": image_id, "label": label_id}
 
     def init_infers(self) -> Dict[str, InferTask]:
         return {"pemed": self.pemed.infer()}

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 import requests
 
@@ -25,8 +25,10 @@ def copy_app(dest: str, checkpoint: Optional[str] = None) -> str:
 
 
 class LocalServer:
-    def __init__(self, app: str, studies: str, log_path: str, timeout_s: float = 180.0):
+    def __init__(self, app: str, studies: str, log_path: str, timeout_s: float = 180.0,
+                 conf: Optional[Dict[str, str]] = None):
         self.app, self.studies, self.log_path, self.timeout_s = app, studies, log_path, timeout_s
+        self.conf = conf or {}
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
 
@@ -38,7 +40,8 @@ class LocalServer:
         env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(["monailabel", "start_server", "--app", self.app, "--studies", self.studies,
-                                      "--host", "127.0.0.1", "--port", str(port)],
+                                      "--host", "127.0.0.1", "--port", str(port)]
+                                     + [a for k, v in self.conf.items() for a in ("--conf", k, str(v))],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:

@@ -20,8 +20,9 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
                      contrast well above its square root steer the mask
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
-The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt,
-which the infer task prefers once it exists (continual fine-tuning starts from the newest one).
+The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt at
+the end of each run, which the infer task prefers once it exists and reloads when it changes
+(continual fine-tuning starts from the newest one).
 """
 
 import logging
@@ -82,6 +83,7 @@ class PEMED(TaskConfig):
             size=self.size,
             modality=self.modality,
             config={"max_epochs": 5},
+            publish_each_epoch=False,  # a run replaces the served model once, at its end
             amp=torch.cuda.is_available(),
             tracking=None,
         )

@@ -137,7 +137,8 @@ class PEMEDInfer(BasicInferTask):
         return []
 
     def predictor(self, device: str) -> PEMEDPredictor:
-        """The network of the newest checkpoint, reloaded when its file changes (continual fine-tuning)."""
+        """The network of the newest checkpoint, reloaded when its file changes (continual fine-tuning).
+        Sessions begun under the old network are dropped: their stored logits are that network's."""
         path = self.get_path()
         if not path:
             raise InvalidRequest("no PE-MED checkpoint is available yet", 503)
@@ -148,6 +149,7 @@ class PEMEDInfer(BasicInferTask):
             logger.info(f"PE-MED loaded {path} on {device}: {meta}")
             cached = (PEMEDPredictor(network, device, self.size, **self.serve), mtime, path)
             self._predictors[device] = cached
+            self.sessions.clear()
         return cached[0]
 
     def _slice(self, array: np.ndarray, is_rgb: bool, data: Dict[str, Any]):

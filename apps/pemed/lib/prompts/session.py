@@ -78,3 +78,7 @@ class SessionStore:
     def reset(self, key: Hashable) -> None:
         with self._lock:
             self._sessions.pop(key, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()

@@ -2,12 +2,18 @@
 iterative click simulation as the engines' ``iteration_update``.
 
 Samples come from a datastore (images + saved labels: the server's continual fine-tuning) or, with
-``engine``, from the training-data engine (lib.data: items {"seed": ...}). ``resume_path`` keeps,
+``engine``, from the training-data engine (lib.data: items {"seed": ...}). Validation images are
+chosen by a hash of their name (``stable_validation``), so an image stays on its side of the split
+however many labels arrive. The published checkpoint is replaced after every epoch
+(``publish_each_epoch``, for long runs cut by a session's end) or, as the server does, once at the
+end of a run whose loss stayed finite, so a failed run leaves the last good model serving. ``resume_path`` keeps,
 after every epoch, what a run needs to continue in a later sitting: weights, optimiser, scheduler,
 epoch, iteration and every random state (torch, numpy, Python, the transforms', the click simulation's).
 """
 
+import hashlib
 import logging
+import math
 import os
 import random
 from typing import Iterable, Optional
@@ -38,7 +44,7 @@ class PEMEDTrain(BasicTrainTask):
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
                  lr_gamma: float = 0.6, crop_prob: float = 0.5, engine: Optional[DataEngine] = None,
                  resume_path: str = "", seed: Optional[int] = None, num_workers: int = 0,
-                 description: str = "Train PE-MED with iterative click simulation", **kwargs):
+                 publish_each_epoch: bool = True, description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.engine = engine
         self.resume_path = resume_path
@@ -53,6 +59,7 @@ class PEMEDTrain(BasicTrainTask):
         self.crop_prob = crop_prob  # share of training samples cropped around the target (zoom-in's view)
         self.lr, self.lr_step_fraction, self.lr_gamma = lr, lr_step_fraction, lr_gamma
         self.pemed_publish_path = publish_path
+        self.publish_each_epoch = publish_each_epoch
         kwargs.setdefault("config", {})
         kwargs["config"] = {"max_epochs": 20, "train_batch_size": 8, "val_batch_size": 8, "val_split": 0.1,
                             "dataset": "CacheDataset", "dataloader": "ThreadDataLoader",
@@ -71,6 +78,18 @@ class PEMEDTrain(BasicTrainTask):
 
     def train_data_loader(self, context: Context, num_workers=0, shuffle=True):
         return super().train_data_loader(context, max(num_workers, self.num_workers), shuffle)
+
+    def partition_datalist(self, context: Context, shuffle=False):
+        val = self._load_external_ds(context.request.get("val_ds")) or []
+        train = self._load_external_ds(context.request.get("train_ds", context.datalist)) or []
+        val_split = float(context.request.get("val_split", 0.0))
+        if not val and val_split > 0:
+            val = [d for d in train if stable_validation(d, val_split)]
+            train = [d for d in train if not stable_validation(d, val_split)]
+            if not train:  # too few labels to hold any back
+                train, val = val, []
+        logger.info(f"training on {len(train)} items, validating on {len(val)}")
+        return train, val
 
     def pre_process(self, request, datastore):
         # engine runs have no datastore: their items come in the request's train_ds / val_ds
@@ -155,35 +174,56 @@ class PEMEDTrain(BasicTrainTask):
     def train_handlers(self, context: Context):
         handlers = super().train_handlers(context)
         if context.local_rank == 0:
-            publisher = _PublishPEMED(self.pemed_publish_path, context)
+            publisher = _PublishPEMED(self.pemed_publish_path, context, self.publish_each_epoch)
             handlers.append(publisher)
             if self.resume_path:
                 handlers.append(_ResumeState(self.resume_path, self, context, publisher))
         return handlers
 
 
-class _PublishPEMED:
-    """After every epoch, write a self-describing checkpoint (network description + weights) that the
-    infer task, evaluate.py and the tests load without knowing how it was trained. Its meta keeps
-    the mean training loss of every epoch."""
+def stable_validation(item: dict, val_split: float) -> bool:
+    """Does this datalist item belong to validation? Decided by a hash of its image's file name (or of
+    the item), the same in every run."""
+    name = os.path.basename(str(item.get("image", sorted(item.items()))))
+    return int(hashlib.md5(name.encode()).hexdigest()[:8], 16) / 16 ** 8 < val_split
 
-    def __init__(self, path: str, context: Context):
+
+class _PublishPEMED:
+    """Write a self-describing checkpoint (network description + weights) that the infer task,
+    evaluate.py and the tests load without knowing how it was trained: after every epoch
+    (``each_epoch``) or at the end of the run if every epoch's loss was finite. Its meta keeps the
+    mean training loss of every epoch."""
+
+    def __init__(self, path: str, context: Context, each_epoch: bool = True):
         self.path = path
         self.context = context
+        self.each_epoch = each_epoch
         self.epoch_losses = []
         self._sum, self._n = 0.0, 0
 
     def attach(self, engine):
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
+        if not self.each_epoch:
+            engine.add_event_handler(Events.COMPLETED, self._run_completed)
 
     def _accumulate(self, engine):
         self._sum += float(engine.state.output[0]["loss"])
         self._n += 1
 
-    def __call__(self, engine):
+    def _epoch_completed(self, engine):
         self.epoch_losses.append(self._sum / max(1, self._n))
         self._sum, self._n = 0.0, 0
+        if self.each_epoch:
+            self.publish(engine)
+
+    def _run_completed(self, engine):
+        if all(math.isfinite(v) for v in self.epoch_losses):
+            self.publish(engine)
+        else:
+            logger.error(f"PE-MED: not published, the training loss was not finite: {self.epoch_losses}")
+
+    def publish(self, engine):
         net = self.context.network.module if hasattr(self.context.network, "module") else self.context.network
         meta = {"epoch": engine.state.epoch, "iterations": engine.state.iteration, "epoch_losses": self.epoch_losses,
                 "train_mean_dice": engine.state.metrics.get(BasicTrainTask.TRAIN_METRIC_MEAN_DICE)}

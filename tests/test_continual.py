@@ -1,0 +1,122 @@
+"""Fine-tuning as labels arrive: the scheduler's debouncing and queueing, the stable train/validation
+split, and a server-style run that replaces the served model only at its end."""
+
+import os
+import time
+
+import pytest
+import torch
+
+from lib.continual import TrainingScheduler
+
+
+class FakeRuns:
+    """Runs that last ``seconds``; records when each started."""
+
+    def __init__(self, seconds=0.0, fail=False):
+        self.seconds, self.fail = seconds, fail
+        self.started, self._until = [], 0.0
+
+    def start(self):
+        if self.fail:
+            raise RuntimeError("no trainer")
+        self.started.append(time.monotonic())
+        self._until = time.monotonic() + self.seconds
+
+    def running(self):
+        return time.monotonic() < self._until
+
+
+def wait_for(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not condition():
+        time.sleep(0.02)
+    return condition()
+
+
+def test_saves_close_together_make_one_run():
+    runs = FakeRuns()
+    scheduler = TrainingScheduler(runs.start, runs.running, quiet_s=0.3, poll_s=0.02)
+    for _ in range(3):
+        scheduler.label_saved()
+        time.sleep(0.05)
+    assert runs.started == []  # still waiting for quiet
+    assert wait_for(lambda: len(runs.started) == 1)
+    time.sleep(0.5)
+    assert len(runs.started) == 1 and scheduler.status()["saves_waiting"] == 0
+    scheduler.stop()
+
+
+def test_a_save_during_a_run_starts_the_next_run_after_it():
+    runs = FakeRuns(seconds=0.6)
+    scheduler = TrainingScheduler(runs.start, runs.running, quiet_s=0.05, poll_s=0.02)
+    scheduler.label_saved()
+    assert wait_for(lambda: len(runs.started) == 1)
+    scheduler.label_saved()  # while the first run goes on
+    time.sleep(0.3)
+    assert len(runs.started) == 1 and scheduler.status()["saves_waiting"] == 1
+    assert wait_for(lambda: len(runs.started) == 2)
+    assert runs.started[1] - runs.started[0] >= 0.55  # never overlapping
+    assert scheduler.status() == {"saves_waiting": 0, "runs_started": 2, "last_error": ""}
+    scheduler.stop()
+
+
+def test_a_run_that_cannot_start_is_reported_and_the_labels_wait():
+    runs = FakeRuns(fail=True)
+    scheduler = TrainingScheduler(runs.start, runs.running, quiet_s=0.05, poll_s=0.02)
+    scheduler.label_saved()
+    assert wait_for(lambda: scheduler.status()["last_error"] == "RuntimeError: no trainer")
+    assert scheduler.status()["saves_waiting"] == 1 and scheduler.status()["runs_started"] == 0
+    runs.fail = False
+    scheduler.label_saved()  # the next save takes the waiting label along
+    assert wait_for(lambda: scheduler.status()["runs_started"] == 1)
+    assert scheduler.status()["saves_waiting"] == 0
+    scheduler.stop()
+
+
+def test_validation_images_stay_on_their_side_as_labels_arrive():
+    from lib.trainers.pemed import stable_validation
+
+    items = [{"image": f"/studies/img_{i:03d}.nii.gz", "label": f"/studies/labels/final/img_{i:03d}.nii.gz"}
+             for i in range(200)]
+    side = {d["image"]: stable_validation(d, 0.1) for d in items}
+    assert 10 <= sum(side.values()) <= 30  # about a tenth
+    moved = {**items[0], "image": "/elsewhere/" + os.path.basename(items[0]["image"])}
+    assert stable_validation(moved, 0.1) == side[items[0]["image"]]  # by name, not by folder or position
+    assert stable_validation({"seed": 7}, 0.1) == stable_validation({"seed": 7}, 0.1)
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_server_run_publishes_once_at_its_end_and_only_if_finite(studies_2d, tmp_path, broken):
+    from lib.networks.pemed import PEMEDNet
+    from lib.trainers.pemed import PEMEDTrain
+    from monailabel.datastore.local import LocalDatastore
+
+    publish = tmp_path / "pemed_finetuned.pt"
+    writes = []
+    network = PEMEDNet(1)
+    if broken:  # a run whose loss turns to nan
+        with torch.no_grad():
+            next(network.parameters()).fill_(float("nan"))
+    task = PEMEDTrain(str(tmp_path / "run"), network, str(publish), size=64, publish_each_epoch=False,
+                      tracking=None)
+    original = task.train_handlers
+
+    def handlers(context):  # record the published file's state after every epoch
+        from ignite.engine import Events
+
+        class Watch:
+            def attach(self, engine):
+                engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: writes.append(publish.exists()))
+
+        return original(context) + [Watch()]
+
+    task.train_handlers = handlers
+    request = {"max_epochs": 2, "train_batch_size": 6, "val_batch_size": 6, "val_split": 0.0, "device": "cpu",
+               "dataset": "Dataset"}
+    task(request, LocalDatastore(studies_2d, extensions=("*.nii.gz",), auto_reload=False))
+    assert writes == [False, False]  # nothing replaced the served model mid-run
+    assert publish.exists() != broken
+    if not broken:
+        meta = torch.load(publish, weights_only=True)["meta"]
+        assert meta["epoch"] == 2 and len(meta["epoch_losses"]) == 2

@@ -120,3 +120,35 @@ def test_a_server_run_publishes_once_at_its_end_and_only_if_finite(studies_2d, t
     if not broken:
         meta = torch.load(publish, weights_only=True)["meta"]
         assert meta["epoch"] == 2 and len(meta["epoch_losses"]) == 2
+
+
+SAMPLE_MAPS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "datasets", "sample",
+                           "colin27_maps.npz")
+
+
+@pytest.mark.skipif(not os.path.exists(SAMPLE_MAPS), reason="no Colin27 maps cache (./run.sh setup builds it)")
+def test_fine_tuning_replays_the_engine_beside_the_saved_labels(studies_2d, tmp_path):
+    from lib.networks.pemed import PEMEDNet
+    from lib.trainers.pemed import PEMEDTrain
+    from monailabel.datastore.local import LocalDatastore
+
+    publish = tmp_path / "pemed_finetuned.pt"
+    task = PEMEDTrain(str(tmp_path / "run"), PEMEDNet(1), str(publish), size=64, publish_each_epoch=False,
+                      replay_maps=SAMPLE_MAPS, tracking=None)
+    request = {"max_epochs": 2, "samples_per_epoch": 12, "train_batch_size": 4, "val_batch_size": 4,
+               "val_split": 0.5, "device": "cpu", "dataset": "Dataset"}
+    seen = []
+    original = task._pre_transforms
+
+    def recording(augment):  # which source each training draw came from
+        chain = original(augment)[0]
+        call = chain.__call__
+        chain.__call__ = lambda d: (seen.append("seed" in d), call(d))[1]
+        return [lambda d: chain.__call__(d)]
+
+    task._pre_transforms = recording
+    task(request, LocalDatastore(studies_2d, extensions=("*.nii.gz",), auto_reload=False))
+    meta = torch.load(publish, weights_only=True)["meta"]
+    assert meta["iterations"] == 2 * 3  # 12 draws of batch 4 per epoch, however few labels
+    train_draws = seen[: 2 * 12]  # no validation: 6 labels are below the minimum to hold any back
+    assert len(seen) == 24 and 4 <= sum(train_draws) <= 20  # about half replayed

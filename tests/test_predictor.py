@@ -116,11 +116,11 @@ def test_the_apps_serve_conf_reaches_the_predictor(tmp_path, tiny_checkpoint):
     shutil.copy(tiny_checkpoint, tmp_path / "pemed.pt")
     config = PEMED()
     config.init("pemed", str(tmp_path), {}, None)
-    predictor = config.infer().predictor("cpu")
+    predictor = config.infer()["pemed"].predictor("cpu")
     settings = (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow, predictor.refine_radius, predictor.refine_eps)
     assert settings == tuple(SERVE_DEFAULTS.values())
     config.init("pemed", str(tmp_path), {"pemed_zoom_far": "0.2", "pemed_zoom_grow": "0", "pemed_zoom_in": "false",
                                          "pemed_refine_radius": "0", "pemed_refine_eps": "0.01"}, None)
-    predictor = config.infer().predictor("cpu")
+    predictor = config.infer()["pemed"].predictor("cpu")
     settings = (predictor.zoom_in, predictor.zoom_far, predictor.zoom_grow, predictor.refine_radius, predictor.refine_eps)
     assert settings == (False, 0.2, 0, 0, 0.01)

@@ -179,3 +179,17 @@ def test_a_saved_label_fine_tunes_the_served_model_without_a_train_call(tmp_path
         r = requests.post(f"{srv.url}/infer/pemed?image=vol&output=json",
                           files={"params": (None, json.dumps({"foreground": [[30, 35, 10]]}))}, timeout=60)
         assert r.status_code == 200 and r.json()["foreground_pixels"] > 0
+
+
+def test_ohif_nested_files_are_served_and_paths_stay_inside(server):
+    from monailabel.endpoints import ohif
+
+    root = os.path.join(os.path.dirname(ohif.__file__), "static", "ohif")
+    icon = os.path.join("assets", "android-chrome-192x192.png")
+    r = requests.get(f"{server['url']}/ohif/{icon}", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == open(os.path.join(root, icon), "rb").read()
+    index = open(os.path.join(root, "index.html"), "rb").read()
+    assert requests.get(f"{server['url']}/ohif/", timeout=10).content == index
+    escape = requests.get(f"{server['url']}/ohif/..%2F..%2F..%2Fconfig.py", timeout=10)
+    assert escape.content == index  # never a file outside OHIF's folder

@@ -2,7 +2,8 @@
 
     monailabel start_server --app apps/pemed --studies datasets/sample/volumes --host 127.0.0.1
 
-Registers the interactive ``pemed`` infer task (deepgrow-style clicks in OHIF and 3D Slicer) and the
+Registers the interactive ``pemed`` infer task (deepgrow-style clicks in OHIF and 3D Slicer), its 3D
+form ``pemed_3d`` (the clicked slice propagated through the volume), the
 ``pemed`` trainer (continual fine-tuning on the labels saved in the datastore). Each saved final
 label schedules a fine-tuning run in the background (lib/continual.py; ``--conf pemed_auto_train
 false`` turns it off, ``pemed_train_quiet_s`` sets how long the server waits for more saves, default
@@ -57,6 +58,32 @@ def install_error_handlers() -> None:
     api.middleware_stack = None
 
 
+def serve_nested_ohif_files() -> None:
+    """MONAI Label's /ohif/ route joins a nested path with os.pathsep (':' on Linux) instead of '/', so
+    every file below OHIF's top folder (icons, assets) comes back as index.html. This route, put in
+    front of it, serves them from the same folder; a path that leaves the folder, or names no file
+    (one of OHIF's own page routes), gets index.html as before."""
+    from fastapi import Depends
+    from fastapi.responses import FileResponse
+    from monailabel.app import app as api
+    from monailabel.config import settings
+    from monailabel.endpoints import ohif
+    from monailabel.endpoints.user.auth import RBAC
+    from monailabel.utils.others.generic import get_mime_type
+
+    root = os.path.realpath(os.path.join(os.path.dirname(ohif.__file__), "static", "ohif"))
+
+    def nested(path: str):
+        file = os.path.realpath(os.path.join(root, path))
+        if not (file.startswith(root + os.sep) and os.path.isfile(file)):
+            file = os.path.join(root, "index.html")
+        return FileResponse(file, media_type=get_mime_type(file))
+
+    api.add_api_route("/ohif/{path:path}", nested, methods=["GET"], include_in_schema=False,
+                      dependencies=[Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))])
+    api.router.routes.insert(0, api.router.routes.pop())  # matched before MONAI Label's own
+
+
 class PEMEDApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         self.model_dir = os.path.join(app_dir, "model")
@@ -74,13 +101,14 @@ class PEMEDApp(MONAILabelApp):
                          labels=labels)
         if str(conf.get("install_error_handlers", "true")).lower() == "true":
             install_error_handlers()
+            serve_nested_ohif_files()
 
     def on_init_complete(self):
-        """Load and trace the network before the first click arrives (it takes seconds on a CPU)."""
+        """Load and trace the networks before the first click arrives (it takes seconds on a CPU)."""
         super().on_init_complete()
-        task = self._infers["pemed"]
-        if task.is_valid():
-            task.predictor(name_to_device(task.config().get("device")))
+        for task in self._infers.values():
+            if task.is_valid():
+                task.predictor(name_to_device(task.config().get("device")))
 
     def info(self):
         return {**super().info(), "continual_training": {"enabled": self.auto_train, **self.continual.status()}}
@@ -93,7 +121,7 @@ class PEMEDApp(MONAILabelApp):
         return {"image": image_id, "label": label_id}
 
     def init_infers(self) -> Dict[str, InferTask]:
-        return {"pemed": self.pemed.infer()}
+        return self.pemed.infer()
 
     def init_trainers(self) -> Dict[str, TrainTask]:
         return {"pemed": self.pemed.trainer()}

@@ -18,6 +18,14 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
                      0: off; lib/refine.py)
     pemed_refine_eps the filter's eps in squared normalised intensity (default 1e-4): edges of
                      contrast well above its square root steer the mask
+    pemed_replay_maps  the Colin27 maps cache whose engine draws are replayed beside saved labels in
+                     fine-tuning (default model/colin27_maps.npz, built from mricron-data on first use;
+                     "none": no replay)
+    pemed_train_epochs, pemed_train_samples, pemed_train_lr, pemed_train_replay
+                     a fine-tuning run's budget: epochs, draws per epoch, Adam's learning rate, and
+                     the share of draws replayed from the engine (defaults 6, 64, 1e-4, 0.5)
+    pemed_train_parts  the network's parts fine-tuning changes, comma-separated top-level module names
+                     (encoder, prompt_embed, palm_i, palm_o, tsip, decoder) or all (default all)
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
 The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt at
@@ -27,7 +35,7 @@ the end of each run, which the infer task prefers once it exists and reloads whe
 
 import logging
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -37,6 +45,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 
 from ..checkpoint import load_checkpoint
 from ..infers.pemed import PEMEDInfer
+from ..infers.pemed_3d import PEMED3DInfer
 from ..networks.pemed import ABLATIONS, PEMEDNet
 from ..predictor import SERVE_DEFAULTS
 from ..trainers.pemed import PEMEDTrain
@@ -64,13 +73,23 @@ class PEMED(TaskConfig):
         if modules not in ABLATIONS:
             raise ValueError(f"pemed_modules must be one of {sorted(ABLATIONS)}, got {modules!r}")
         self.fresh_modules = ABLATIONS[modules]
+        replay = conf.get("pemed_replay_maps", os.path.join(model_dir, "colin27_maps.npz"))
+        self.replay_maps = "" if replay.lower() == "none" else replay
+        self.replay_share = float(conf.get("pemed_train_replay", 0.5))
+        parts = conf.get("pemed_train_parts", "all")
+        self.train_parts = None if parts == "all" else [p.strip() for p in parts.split(",") if p.strip()]
+        self.train_budget = {"max_epochs": int(conf.get("pemed_train_epochs", 6)),
+                             "samples_per_epoch": int(conf.get("pemed_train_samples", 64)),
+                             "lr": float(conf.get("pemed_train_lr", 1e-4))}
 
     def newest_checkpoint(self) -> Optional[str]:
         existing = [p for p in self.path if os.path.exists(p)]
         return existing[-1] if existing else None
 
-    def infer(self) -> InferTask:
-        return PEMEDInfer(self.path, labels=self.labels, modality=self.modality, size=self.size, serve=self.serve)
+    def infer(self) -> Dict[str, InferTask]:
+        """``pemed``: one slice per request; ``pemed_3d``: propagated through the volume."""
+        common = dict(labels=self.labels, modality=self.modality, size=self.size, serve=self.serve)
+        return {self.name: PEMEDInfer(self.path, **common), f"{self.name}_3d": PEMED3DInfer(self.path, **common)}
 
     def trainer(self) -> Optional[TrainTask]:
         start = self.newest_checkpoint()
@@ -82,8 +101,11 @@ class PEMED(TaskConfig):
             publish_path=self.finetuned_path,
             size=self.size,
             modality=self.modality,
-            config={"max_epochs": 5},
+            config=dict(self.train_budget),
             publish_each_epoch=False,  # a run replaces the served model once, at its end
+            replay_maps=self.replay_maps,
+            replay_share=self.replay_share,
+            trainable=self.train_parts,
             amp=torch.cuda.is_available(),
             tracking=None,
         )

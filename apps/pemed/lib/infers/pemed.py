@@ -149,8 +149,11 @@ class PEMEDInfer(BasicInferTask):
             logger.info(f"PE-MED loaded {path} on {device}: {meta}")
             cached = (PEMEDPredictor(network, device, self.size, **self.serve), mtime, path)
             self._predictors[device] = cached
-            self.sessions.clear()
+            self.forget_sessions()
         return cached[0]
+
+    def forget_sessions(self) -> None:
+        self.sessions.clear()
 
     def _slice(self, array: np.ndarray, is_rgb: bool, data: Dict[str, Any]):
         """The 2D image to segment, the clicks on it and the session key parts."""

@@ -2,7 +2,11 @@
 iterative click simulation as the engines' ``iteration_update``.
 
 Samples come from a datastore (images + saved labels: the server's continual fine-tuning) or, with
-``engine``, from the training-data engine (lib.data: items {"seed": ...}). Validation images are
+``engine``, from the training-data engine (lib.data: items {"seed": ...}). With ``replay_maps`` (a
+Colin27 maps cache, built from mricron-data on first use), a datastore run mixes engine draws in
+(``replay_share`` of the draws) so the network does not forget what it knew while it learns the
+annotators' structures. With ``samples_per_epoch`` (request key) an epoch is that many draws, the
+saved labels equally likely among themselves however few there are. Validation images are
 chosen by a hash of their name (``stable_validation``), so an image stays on its side of the split
 however many labels arrive. The published checkpoint is replaced after every epoch
 (``publish_each_epoch``, for long runs cut by a session's end) or, as the server does, once at the
@@ -16,19 +20,22 @@ import logging
 import math
 import os
 import random
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from ignite.engine import Events
 from monai.handlers import LrScheduleHandler, MeanDice, from_engine
+from monai.data import DataLoader, ThreadDataLoader
 from monai.inferers import SimpleInferer
-from monai.transforms import (Activationsd, AsDiscreted, EnsureChannelFirstd, EnsureTyped, LoadImaged,
+from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged,
+                              MapTransform, Randomizable,
                               RandAdjustContrastd, RandFlipd, RandGaussianNoised, RandRotate90d, RandScaleIntensityd,
                               RandShiftIntensityd, RandZoomd, Resized, SpatialPadd)
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
 from ..checkpoint import save_checkpoint
+from ..data.atlases import load_maps
 from ..data.engine import DataEngine, DataEngined
 from ..networks.pemed import PEMEDNet
 from ..transforms.transforms import (AUTO, MatchChannelsd, RandCropAroundTargetd, RandStructureSliced, SelectStructured,
@@ -39,12 +46,16 @@ from .loss import NormalizedFocalLoss
 logger = logging.getLogger(__name__)
 
 
+MIN_ITEMS_FOR_VALIDATION = 10  # with fewer labelled images, every one of them trains
+
+
 class PEMEDTrain(BasicTrainTask):
     def __init__(self, model_dir: str, network: PEMEDNet, publish_path: str, size: int = 256, modality: str = AUTO,
                  exclude_labels: Iterable[int] = (), max_rounds: int = 3, lr: float = 5e-4, lr_step_fraction: float = 0.2,
                  lr_gamma: float = 0.6, crop_prob: float = 0.5, engine: Optional[DataEngine] = None,
                  resume_path: str = "", seed: Optional[int] = None, num_workers: int = 0,
-                 publish_each_epoch: bool = True, description: str = "Train PE-MED with iterative click simulation", **kwargs):
+                 publish_each_epoch: bool = True, replay_maps: str = "", replay_share: float = 0.5,
+                 trainable: Optional[Sequence[str]] = None, description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.engine = engine
         self.resume_path = resume_path
@@ -60,6 +71,9 @@ class PEMEDTrain(BasicTrainTask):
         self.lr, self.lr_step_fraction, self.lr_gamma = lr, lr_step_fraction, lr_gamma
         self.pemed_publish_path = publish_path
         self.publish_each_epoch = publish_each_epoch
+        self.replay_maps, self.replay_share = replay_maps, replay_share
+        self._replay: Optional[DataEngine] = None
+        self.trainable = trainable  # the network's top-level parts that learn (None: all); the rest stay frozen
         kwargs.setdefault("config", {})
         kwargs["config"] = {"max_epochs": 20, "train_batch_size": 8, "val_batch_size": 8, "val_split": 0.1,
                             "dataset": "CacheDataset", "dataloader": "ThreadDataLoader",
@@ -67,6 +81,16 @@ class PEMEDTrain(BasicTrainTask):
                             # (request {"tracking": "mlflow", "tracking_uri": "sqlite:///..."}).
                             "tracking": "None", **kwargs["config"]}
         super().__init__(model_dir, description, **kwargs)
+
+    def replay_engine(self) -> Optional[DataEngine]:
+        """The engine replayed beside saved labels, loaded on first use (None: no replay)."""
+        if self._replay is None and self.replay_maps and self.engine is None:
+            try:
+                self._replay = DataEngine(load_maps(cache=self.replay_maps))
+            except (OSError, ValueError) as e:
+                logger.warning(f"no replay of the data engine ({self.replay_maps}): {e}")
+                self.replay_maps = ""
+        return self._replay
 
     def network(self, context: Context):
         return self._network
@@ -77,17 +101,32 @@ class PEMEDTrain(BasicTrainTask):
         return None
 
     def train_data_loader(self, context: Context, num_workers=0, shuffle=True):
-        return super().train_data_loader(context, max(num_workers, self.num_workers), shuffle)
+        num_workers = max(num_workers, self.num_workers)
+        samples = int(context.request.get("samples_per_epoch", 0))
+        if not samples:
+            return super().train_data_loader(context, num_workers, shuffle)
+        dataset, datalist = self._dataset(context, context.train_datalist, is_train=True)
+        replayed = ["seed" in d for d in datalist]
+        n_saved = len(datalist) - sum(replayed)
+        share = self.replay_share if n_saved and any(replayed) else float(any(replayed))
+        weights = [share / sum(replayed) if r else (1 - share) / n_saved for r in replayed]
+        sampler = torch.utils.data.WeightedRandomSampler(weights, samples, replacement=True)
+        loader = ThreadDataLoader if context.dataloader_type == "ThreadDataLoader" else DataLoader
+        logger.info(f"an epoch: {samples} draws, {share:.0%} replayed from the engine, the rest from "
+                    f"{n_saved} saved label(s)")
+        return loader(dataset, batch_size=context.train_batch_size, sampler=sampler, num_workers=num_workers)
 
     def partition_datalist(self, context: Context, shuffle=False):
         val = self._load_external_ds(context.request.get("val_ds")) or []
         train = self._load_external_ds(context.request.get("train_ds", context.datalist)) or []
         val_split = float(context.request.get("val_split", 0.0))
-        if not val and val_split > 0:
+        if not val and val_split > 0 and len(train) >= MIN_ITEMS_FOR_VALIDATION:
             val = [d for d in train if stable_validation(d, val_split)]
             train = [d for d in train if not stable_validation(d, val_split)]
             if not train:  # too few labels to hold any back
                 train, val = val, []
+        if self.replay_engine() is not None:
+            train = train + [{"seed": 0, "fixed": False}]  # each draw a fresh engine sample
         logger.info(f"training on {len(train)} items, validating on {len(val)}")
         return train, val
 
@@ -96,7 +135,15 @@ class PEMEDTrain(BasicTrainTask):
         return request.get("train_ds", []) if datastore is None else super().pre_process(request, datastore)
 
     def optimizer(self, context: Context):
-        return torch.optim.Adam(context.network.parameters(), lr=float(context.request.get("lr", self.lr)))
+        net = context.network.module if hasattr(context.network, "module") else context.network
+        if self.trainable is not None:
+            unknown = set(self.trainable) - {name for name, _ in net.named_children()}
+            if unknown:
+                raise ValueError(f"no such part of the network to train: {sorted(unknown)}")
+            for name, part in net.named_children():
+                part.requires_grad_(name in self.trainable)
+        learning = [p for p in net.parameters() if p.requires_grad]
+        return torch.optim.Adam(learning, lr=float(context.request.get("lr", self.lr)))
 
     def loss_function(self, context: Context):
         return NormalizedFocalLoss(alpha=0.5, gamma=2.0)
@@ -141,7 +188,11 @@ class PEMEDTrain(BasicTrainTask):
             RandAdjustContrastd(keys="image", prob=0.3, gamma=(0.7, 1.5)),
             RandGaussianNoised(keys="image", prob=0.2, std=0.02),
         ]
-        return load + spatial_aug + to_network + intensity_aug if augment else load + to_network
+        saved = load + spatial_aug + to_network + intensity_aug if augment else load + to_network
+        if self.replay_engine() is None:
+            return saved
+        replayed = [DataEngined(self.replay_engine()), to_tensors] + (spatial_aug if augment else []) + to_network
+        return [_EitherSourced(Compose(replayed), Compose(saved))]
 
     def train_pre_transforms(self, context: Context):
         return self._pre_transforms(augment=True)
@@ -179,6 +230,28 @@ class PEMEDTrain(BasicTrainTask):
             if self.resume_path:
                 handlers.append(_ResumeState(self.resume_path, self, context, publisher))
         return handlers
+
+
+class _EitherSourced(Randomizable, MapTransform):
+    """An engine item ({"seed": ...}) through the engine's chain, a saved label through the datastore's;
+    either way {"image", "label"} tensors of the network's size, so one batch can hold both."""
+
+    def __init__(self, engine_chain: Compose, saved_chain: Compose):
+        MapTransform.__init__(self, keys=["image", "label"], allow_missing_keys=True)
+        self.engine_chain, self.saved_chain = engine_chain, saved_chain
+
+    def set_random_state(self, seed=None, state=None):
+        super().set_random_state(seed, state)
+        self.engine_chain.set_random_state(seed, state)
+        self.saved_chain.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data=None) -> None:
+        pass
+
+    def __call__(self, data):
+        d = (self.engine_chain if "seed" in data else self.saved_chain)(data)
+        return {"image": d["image"], "label": d["label"]}
 
 
 def stable_validation(item: dict, val_split: float) -> bool:

@@ -1,0 +1,93 @@
+"""The ``pemed_3d`` infer task: clicks on one or more slices of a volume, the structure segmented in 3D.
+
+Request params as for ``pemed`` (foreground, background, label, axis, reset_state). The clicked
+slices are segmented from their clicks, then the result is propagated slice by slice in both
+directions (lib/propagation.py) until the structure ends. Clicks on another slice correct it: that
+slice starts from the propagated result as its previous mask and becomes an anchor the propagation
+starts from too. Per (image, label, axis) the task keeps each clicked slice's clicks and result, and
+the last propagated result of every slice, so a request that adds clicks re-runs only what they change
+on their slice (the propagation is redone from the anchors).
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+from ..prompts.clicks import Click
+from ..propagation import SliceResult, clicks_by_slice, propagate, segment_anchor, to_volume
+from ..transforms.transforms import AUTO, normalize_intensity
+from .pemed import InvalidRequest, PEMEDInfer, bool_param, int_param, parse_points
+
+
+@dataclass
+class VolumeState:
+    anchors: Dict[int, Tuple[List[Click], SliceResult]] = field(default_factory=dict)
+    results: Dict[int, SliceResult] = field(default_factory=dict)
+
+
+class PEMED3DInfer(PEMEDInfer):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("description", "PE-MED 3D: click on a slice, the structure is propagated through the volume")
+        self.volumes: Dict[Tuple, VolumeState] = {}
+        super().__init__(*args, **kwargs)
+        self.dimension = 3
+
+    def forget_sessions(self) -> None:
+        super().forget_sessions()
+        self.volumes.clear()
+
+    def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
+        t0 = time.perf_counter()
+        array, affine, is_rgb, modality = self.images.load(data.get("image_path") or data.get("image"))
+        if is_rgb or array.ndim != 3:
+            raise InvalidRequest(f"pemed_3d segments 3D volumes; this image has shape {array.shape}", 422)
+        fg = parse_points(data.get("foreground"), "foreground", 3)
+        bg = parse_points(data.get("background"), "background", 3)
+        if not fg and not bg:
+            raise InvalidRequest("no clicks: send at least one 'foreground' or 'background' point")
+        for p in fg + bg:
+            if any(not 0 <= v < s for v, s in zip(p, array.shape)):
+                raise InvalidRequest(f"click {list(p)} lies outside the volume (shape {list(array.shape)})")
+        axis = int_param(data, "axis", 2)
+        if axis not in (0, 1, 2):
+            raise InvalidRequest(f"'axis' must be 0, 1 or 2, got {axis}")
+        modality = modality if self.modality.lower() == AUTO else self.modality
+
+        def slice_image(index: int) -> np.ndarray:
+            return normalize_intensity(np.take(array, index, axis=axis), modality)
+
+        key = (data.get("image"), str(data.get("label") or ""), axis)
+        with self._lock:
+            predictor = self.predictor(str(device))
+            state = VolumeState() if bool_param(data, "reset_state") else self.volumes.get(key, VolumeState())
+            anchors: Dict[int, SliceResult] = {}
+            rerun = 0
+            for index, clicks in clicks_by_slice(fg, bg, axis).items():
+                known = state.anchors.get(index)
+                if known and known[0] == clicks:
+                    anchors[index] = known[1]
+                    continue
+                # more clicks on a clicked slice go on from its result, a first click on a propagated
+                # slice from the propagated result
+                start = known[1] if known and clicks[:len(known[0])] == known[0] else state.results.get(index)
+                anchors[index] = segment_anchor(predictor, slice_image(index), clicks,
+                                                start.logits.float() if start else None)
+                state.anchors[index] = (clicks, anchors[index])
+                rerun += 1
+            state.anchors = {i: a for i, a in state.anchors.items() if i in anchors}
+            results = propagate(predictor, slice_image, array.shape[axis], anchors)
+            state.results = {i: SliceResult(r.logits.half(), r.mask) for i, r in results.items()}
+            self.volumes.pop(key, None)
+            self.volumes[key] = state
+            while len(self.volumes) > self.sessions.max_sessions:
+                self.volumes.pop(next(iter(self.volumes)))
+        label = to_volume(results, array.shape, axis)
+        data["pred"] = label
+        data["pred_meta_dict"] = {"affine": affine}
+        data["result"] = {"label": data.get("label"), "axis": axis, "anchors": sorted(anchors),
+                          "anchors_rerun": rerun, "slices": [min(results), max(results)],
+                          "foreground_voxels": int(label.sum()),
+                          "timings_ms": {"total_inferer": round((time.perf_counter() - t0) * 1e3, 2)}}
+        return data

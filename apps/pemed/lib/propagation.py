@@ -1,0 +1,102 @@
+"""3D from 2D: propagate a slice's segmentation through a volume, slice by slice.
+
+The slices the user clicked on (anchors) are segmented from their clicks. From each anchor the
+segmentation walks outwards in both directions: each next slice is prompted by its neighbour's
+result, the neighbour's logits as the previous mask (the channel TSIP and the previous-mask input
+read, as after a click) and up to three positive clicks spread over the neighbour's mask, each far
+from its edge. A walk stops where the structure ends (the mask vanishes, shrinks to a sliver of its
+neighbour, or no longer overlaps it) or halfway to the next anchor, which owns the slices on its side.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .predictor import PEMEDPredictor
+from .prompts.clicks import Click, _padded_edt
+
+
+@dataclass
+class SliceResult:
+    logits: torch.Tensor  # (1, 1, H, W), the network's, the next slice's previous mask
+    mask: np.ndarray  # (H, W) bool, refined, what is shown
+
+
+def interior_clicks(mask: np.ndarray, n: int = 3, min_depth: float = 2.0) -> List[Click]:
+    """Up to ``n`` positive clicks spread over the mask: each at the point farthest from the edge of
+    what the earlier clicks' inscribed circles leave, while that point lies ``min_depth`` pixels deep."""
+    remaining, clicks = mask.copy(), []
+    rows, cols = np.indices(mask.shape)
+    for _ in range(n):
+        depth = _padded_edt(remaining)
+        row, col = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        if depth[row, col] < (min_depth if clicks else 0.5):
+            break
+        clicks.append(Click(int(row), int(col), True))
+        remaining &= (rows - row) ** 2 + (cols - col) ** 2 > depth[row, col] ** 2
+    return clicks
+
+
+def propagate(predictor: PEMEDPredictor, slice_image: Callable[[int], np.ndarray], n_slices: int,
+              anchors: Dict[int, SliceResult], min_pixels: int = 10, min_ratio: float = 0.2,
+              min_overlap: float = 0.2) -> Dict[int, SliceResult]:
+    """Every slice reached from the anchors, the anchors included.
+
+    ``slice_image(i)``: slice i, normalised as the predictor expects. A slice is kept while its mask
+    has at least ``min_pixels`` pixels, ``min_ratio`` of its neighbour's, and covers at least
+    ``min_overlap`` of the neighbour's mask (the same structure, not one next to it)."""
+    results = dict(anchors)
+    order = sorted(anchors)
+    for i, anchor in enumerate(order):
+        lower = (order[i - 1] + anchor) // 2 + 1 if i > 0 else 0
+        upper = (anchor + order[i + 1]) // 2 if i + 1 < len(order) else n_slices - 1
+        for direction, limit in ((1, upper), (-1, lower)):
+            _walk(predictor, slice_image, results, anchor, direction, limit, min_pixels, min_ratio, min_overlap)
+    return results
+
+
+def _walk(predictor, slice_image, results, start, direction, limit, min_pixels, min_ratio, min_overlap) -> None:
+    previous = results[start]
+    index = start + direction
+    while (index <= limit) if direction > 0 else (index >= limit):
+        area = int(previous.mask.sum())
+        if area < min_pixels:
+            return
+        predictor.set_image(slice_image(index))
+        out = predictor.predict(interior_clicks(previous.mask), previous.logits)
+        mask = out.mask()
+        kept = int(mask.sum())
+        if kept < max(min_pixels, min_ratio * area) or (mask & previous.mask).sum() < min_overlap * area:
+            return
+        previous = results[index] = SliceResult(out.logits, mask)
+        index += direction
+
+
+def to_volume(results: Dict[int, SliceResult], shape: Sequence[int], axis: int) -> np.ndarray:
+    """The slices' masks stacked into a (uint8) volume of ``shape``, slices taken along ``axis``."""
+    volume = np.zeros(shape, dtype=np.uint8)
+    moved = np.moveaxis(volume, axis, 0)  # a view: writing into it writes the volume
+    for index, result in results.items():
+        moved[index] = result.mask
+    return volume
+
+
+def clicks_by_slice(foreground: Sequence[Sequence[int]], background: Sequence[Sequence[int]],
+                    axis: int) -> Dict[int, List[Click]]:
+    """3D points ([x, y, z] array indices) grouped by their slice along ``axis``, as 2D clicks."""
+    grouped: Dict[int, List[Click]] = {}
+    for points, positive in ((foreground, True), (background, False)):
+        for p in points:
+            row, col = (v for a, v in enumerate(p) if a != axis)
+            grouped.setdefault(int(p[axis]), []).append(Click(int(row), int(col), positive))
+    return grouped
+
+
+def segment_anchor(predictor: PEMEDPredictor, image: np.ndarray, clicks: Sequence[Click],
+                   prev_logits: Optional[torch.Tensor]) -> SliceResult:
+    """One clicked slice: its clicks on top of its previous result (or from scratch)."""
+    predictor.set_image(image)
+    out = predictor.predict(list(clicks), prev_logits)
+    return SliceResult(out.logits, out.mask())

@@ -1,0 +1,168 @@
+"""The learning curve of continual fine-tuning, through the running server: nobody calls /train.
+
+    python benchmarks/continual_curve.py [--out benchmarks/results/continual] [--counts 1,2,4,8]
+
+A structure the default model was never trained on (the left putamen, AAL 73, one of the 16 held-out
+structures): its axial slices of the sample's ch2bet are saved one by one as final labels (0/1 masks,
+as an annotator's tool writes them; value 1 is also a held-out AAL value) to `monailabel
+start_server` on 127.0.0.1, which fine-tunes in the background after each batch of saves. After 1,
+2, 4 and 8 saved slices the published model is measured, with the NoC protocol (20 clicks), on the
+held-back slices: the right putamen (AAL 74) on every axial slice where it covers >= 30 pixels, a
+structure of the same kind no saved label shows (its slices are the same images, labelled on the
+left only). The model's figures on what it already knew (the eval set's lesions and large objects,
+`--known`) show whether it forgets. Also printed: seconds from the last save to the new model serving.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "apps", "pemed"))
+
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+
+import evaluate  # noqa: E402
+from lib.local_server import LocalServer, copy_app  # noqa: E402
+
+SAMPLE = os.path.join(ROOT, "datasets", "sample")
+POOL_SLICES = (74, 66, 82, 70, 78, 63, 86, 72)  # axial slices of the left putamen, saved in this order
+LEARNT, HELD_BACK = 73, 74  # AAL values: Putamen_L (saved), Putamen_R (measured)
+
+
+def write_slice(path: str, array: np.ndarray, dtype) -> None:
+    nib.save(nib.Nifti1Image(np.asarray(array).astype(dtype), np.eye(4)), path)
+
+
+def build(work: str):
+    """Studies folder of the pool's slices (no labels yet), the annotator's masks, and the held-back set."""
+    image = np.asanyarray(nib.load(os.path.join(SAMPLE, "volumes", "ch2bet.nii.gz")).dataobj).astype(np.float32)
+    atlas = np.asanyarray(nib.load(os.path.join(SAMPLE, "volumes", "labels", "final", "ch2bet.nii.gz")).dataobj)
+    studies, masks, held = (os.path.join(work, d) for d in ("studies", "drawn", "held_back"))
+    for d in (studies, masks, os.path.join(held, "labels", "final")):
+        os.makedirs(d, exist_ok=True)
+    for z in POOL_SLICES:
+        write_slice(os.path.join(studies, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
+        write_slice(os.path.join(masks, f"ax_{z:03d}.nii.gz"), atlas[:, :, z] == LEARNT, np.uint8)
+    for z in range(image.shape[2]):
+        target = atlas[:, :, z] == HELD_BACK
+        if target.sum() >= 30:
+            write_slice(os.path.join(held, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
+            write_slice(os.path.join(held, "labels", "final", f"ax_{z:03d}.nii.gz"), target, np.uint8)
+    return studies, masks, held
+
+
+def measure(model: str, held: str, known: str, out: str) -> dict:
+    figures = {}
+    path = out + "_held_back.json"
+    assert evaluate.main(["--studies", held, "--labels", "all", "--model", model, "--out", path]) == 0
+    figures["held_back"] = json.load(open(path))
+    if known:
+        path = out + "_known.json"
+        assert evaluate.main(["--eval-set", os.path.join(SAMPLE, "eval"), "--groups", known, "--model", model,
+                              "--out", path]) == 0
+        figures["known"] = json.load(open(path))["groups"]
+    return figures
+
+
+def wait_for_run(url: str, published: str, since: float, timeout_s: float) -> float:
+    """Seconds until a model newer than ``since`` is published and no training runs."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fresh = os.path.exists(published) and os.path.getmtime(published) > since
+        running = requests.get(f"{url}/train/?check_if_running=true", timeout=10).status_code == 200
+        if fresh and not running:
+            return time.time() - since
+        last = requests.get(f"{url}/train/", timeout=10)
+        if not running and last.status_code == 200 and last.json().get("status") == "ERROR":
+            raise RuntimeError("the training run failed:\n" + "\n".join(last.json().get("details", [])))
+        time.sleep(2)
+    raise TimeoutError(f"no new model within {timeout_s} s")
+
+
+def headline(summary: dict) -> dict:
+    return {"n": summary["n_samples"], "noc85": round(summary["noc85"], 2), "noc90": round(summary["noc90"], 2),
+            "dice_at": {k: round(v, 3) for k, v in summary["dice_at"].items()}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "continual"))
+    p.add_argument("--counts", default="1,2,4,8")
+    p.add_argument("--known", default="lesions,large", help="eval-set groups measured after each run ('' to skip)")
+    p.add_argument("--no-baseline", action="store_true", help="skip measuring the default model (0 saved)")
+    p.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="extra server conf, e.g. --conf pemed_train_lr 3e-4")
+    args = p.parse_args(argv)
+    counts = [int(c) for c in args.counts.split(",")]
+    os.makedirs(args.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="pemed_continual_")
+    studies, masks, held = build(work)
+    app = copy_app(os.path.join(work, "app"))
+    shutil.copy(os.path.join(SAMPLE, "colin27_maps.npz"), os.path.join(app, "model", "colin27_maps.npz"))
+    published = os.path.join(app, "model", "pemed_finetuned.pt")
+    conf = {"pemed_train_quiet_s": 5, **dict(args.conf)}
+    rows = []
+    if not args.no_baseline:
+        rows.append({"saved": 0, **measure(os.path.join(app, "model", "pemed.pt"), held, args.known,
+                                           os.path.join(args.out, "k0"))})
+        print(json.dumps({"saved": 0, "held_back": headline(rows[0]["held_back"])}), flush=True)
+    with LocalServer(app, studies, os.path.join(args.out, "server.log"), conf=conf) as server:
+        saved = 0
+        for k in counts:
+            for z in POOL_SLICES[saved:k]:
+                name = f"ax_{z:03d}"
+                with open(os.path.join(masks, name + ".nii.gz"), "rb") as f:
+                    r = requests.put(f"{server.url}/datastore/label?image={name}&tag=final",
+                                     files={"label": (name + ".nii.gz", f)}, timeout=60)
+                r.raise_for_status()
+            last_save, saved = time.time(), k
+            seconds = wait_for_run(server.url, published, last_save, timeout_s=1200)
+            row = {"saved": k, "save_to_serving_s": round(seconds, 1),
+                   **measure(published, held, args.known, os.path.join(args.out, f"k{k}"))}
+            rows.append(row)
+            print(json.dumps({"saved": k, "save_to_serving_s": row["save_to_serving_s"],
+                              "held_back": headline(row["held_back"])}), flush=True)
+        info = requests.get(f"{server.url}/info/", timeout=10).json()
+    report = {"command": "python benchmarks/continual_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "conf": conf, "pool_slices": POOL_SLICES, "learnt": LEARNT, "held_back": HELD_BACK,
+              "continual_training": info.get("continual_training"),
+              "rows": [{"saved": r["saved"], "save_to_serving_s": r.get("save_to_serving_s"),
+                        "held_back": headline(r["held_back"]),
+                        "known": {g: headline(s) for g, s in r.get("known", {}).items()}} for r in rows]}
+    with open(os.path.join(args.out, "curve.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    plot(report, os.path.join(args.out, "curve.png"))
+    print(json.dumps(report["rows"], indent=1))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    saved = [r["saved"] for r in report["rows"]]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(saved, [r["held_back"]["noc90"] for r in report["rows"]], marker="o", label="right putamen (held back)")
+    for group in report["rows"][0]["known"]:
+        ax.plot(saved, [r["known"][group]["noc90"] for r in report["rows"]], marker="s", ls="--", label=f"eval set: {group}")
+    ax.set(xlabel="labelled slices saved (left putamen)", ylabel="NoC@90 (20 = not reached)", ylim=(0, 20.5),
+           xticks=saved, title="continual fine-tuning, nobody calls /train")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -96,12 +96,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "continual"))
     p.add_argument("--counts", default="1,2,4,8")
     p.add_argument("--known", default="lesions,large", help="eval-set groups measured after each run ('' to skip)")
+    p.add_argument("--keep-models", default="", help="a folder to keep each published model in")
     p.add_argument("--no-baseline", action="store_true", help="skip measuring the default model (0 saved)")
     p.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="extra server conf, e.g. --conf pemed_train_lr 3e-4")
     args = p.parse_args(argv)
     counts = [int(c) for c in args.counts.split(",")]
     os.makedirs(args.out, exist_ok=True)
+    if args.keep_models:
+        os.makedirs(args.keep_models, exist_ok=True)
     work = tempfile.mkdtemp(prefix="pemed_continual_")
     studies, masks, held = build(work)
     app = copy_app(os.path.join(work, "app"))
@@ -124,8 +127,12 @@ def main(argv=None) -> int:
                 r.raise_for_status()
             last_save, saved = time.time(), k
             seconds = wait_for_run(server.url, published, last_save, timeout_s=1200)
+            model = published
+            if args.keep_models:
+                model = os.path.join(args.keep_models, f"k{k}.pt")
+                shutil.copy(published, model)
             row = {"saved": k, "save_to_serving_s": round(seconds, 1),
-                   **measure(published, held, args.known, os.path.join(args.out, f"k{k}"))}
+                   **measure(model, held, args.known, os.path.join(args.out, f"k{k}"))}
             rows.append(row)
             print(json.dumps({"saved": k, "save_to_serving_s": row["save_to_serving_s"],
                               "held_back": headline(row["held_back"])}), flush=True)

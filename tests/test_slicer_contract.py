@@ -65,7 +65,8 @@ def test_clicks_continue_a_session_per_label_and_reset(slicer):
 
     first, params = click([[20, 22, 5]], "box_a", reset=True)
     assert params["steps_run"] == 1 and first[20, 22, 5] == 1 and first.shape == truth.shape
-    assert first[..., 5][truth[..., 5] == 1].mean() > 0.5  # most of the box on the clicked slice
+    inside = first[..., 5][truth[..., 5] == 1].sum()
+    assert inside >= 0.8 * first[..., 5].sum()  # the mask lies in the clicked box (the first one is small: README)
     other, params = click([[47, 47, 5]], "box_b", reset=True)  # another label: its own session
     assert params["steps_run"] == 1 and other[47, 47, 5] == 1
     again, params = click([[20, 22, 5]], "box_a", background=[[40, 40, 5]])  # box_a's session goes on

@@ -77,7 +77,10 @@ class PEMED3DInfer(PEMEDInfer):
                 state.anchors[index] = (clicks, anchors[index])
                 rerun += 1
             state.anchors = {i: a for i, a in state.anchors.items() if i in anchors}
-            results = propagate(predictor, slice_image, array.shape[axis], anchors)
+            spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)  # voxel size along each array axis
+            in_plane = float(np.mean([spacing[a] for a in range(3) if a != axis])) or 1.0
+            results = propagate(predictor, slice_image, array.shape[axis], anchors,
+                                slice_ratio=float(spacing[axis]) / in_plane or 1.0)
             state.results = {i: SliceResult(r.logits.half(), r.mask) for i, r in results.items()}
             self.volumes.pop(key, None)
             self.volumes[key] = state

@@ -51,3 +51,11 @@ def tiny_checkpoint(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("ckpt") / "pemed.pt")
     save_checkpoint(path, PEMEDNet(1), {"note": "untrained"})
     return path
+
+
+def served_app(dest, tiny_checkpoint):
+    """A copy of the app for a test server: the bundled model where there is one, else an untrained one."""
+    from lib.local_server import copy_app
+
+    bundled = os.path.join(APP_DIR, "model", "pemed.pt")
+    return copy_app(dest, None if os.path.exists(bundled) else tiny_checkpoint)

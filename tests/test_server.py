@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import APP_DIR, MRICRON, write_nifti
-from lib.local_server import LocalServer, copy_app
+from conftest import APP_DIR, MRICRON, served_app, write_nifti
+from lib.local_server import LocalServer
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_checkpoint):
     root = tmp_path_factory.mktemp("e2e")
-    bundled = os.path.join(APP_DIR, "model", "pemed.pt")
-    app = copy_app(str(root / "app"), None if os.path.exists(bundled) else tiny_checkpoint)
+    app = served_app(str(root / "app"), tiny_checkpoint)
     studies = root / "studies"
     if os.path.exists(os.path.join(MRICRON, "aal.nii.gz")):
         os.makedirs(studies / "labels" / "final")
@@ -152,8 +151,7 @@ def test_training_in_the_server_publishes_a_finetuned_model(server):
 def test_a_saved_label_fine_tunes_the_served_model_without_a_train_call(tmp_path, tiny_checkpoint):
     """PUT /datastore/label, nobody calls /train: a run starts by itself, trains on the 0/1 mask as drawn
     (value 1 is a held-out AAL value, which the bundled model's training drops), and the new model serves."""
-    bundled = os.path.join(APP_DIR, "model", "pemed.pt")
-    app = copy_app(str(tmp_path / "app"), None if os.path.exists(bundled) else tiny_checkpoint)
+    app = served_app(str(tmp_path / "app"), tiny_checkpoint)
     studies = tmp_path / "studies"
     label = np.zeros((64, 64, 20), np.uint8)
     label[20:40, 25:45, 5:15] = 1

@@ -3,15 +3,14 @@
 info, next sample, infer with clicks (continuing and resetting a session, one per label), save
 label, train start / status / stop."""
 
-import os
 import time
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from conftest import APP_DIR, write_nifti
-from lib.local_server import LocalServer, copy_app
+from conftest import served_app, write_nifti
+from lib.local_server import LocalServer
 
 
 def volume(seed):
@@ -28,8 +27,7 @@ def slicer(tmp_path_factory, tiny_checkpoint):
     from monailabel.client import MONAILabelClient
 
     root = tmp_path_factory.mktemp("slicer")
-    bundled = os.path.join(APP_DIR, "model", "pemed.pt")
-    app = copy_app(str(root / "app"), None if os.path.exists(bundled) else tiny_checkpoint)
+    app = served_app(str(root / "app"), tiny_checkpoint)
     studies = root / "studies"
     for i in range(3):
         image, label = volume(i)

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import APP_DIR, write_nifti
 from lib.evaluation import dice
-from lib.propagation import clicks_by_slice, to_volume
+from lib.prompts.clicks import clicks_by_slice
+from lib.propagation import to_volume
 
 BUNDLED = os.path.join(APP_DIR, "model", "pemed.pt")
 

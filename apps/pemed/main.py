@@ -86,10 +86,10 @@ def serve_nested_ohif_files() -> None:
 
 class PEMEDApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
+        conf = conf or {}
         self.model_dir = os.path.join(app_dir, "model")
         self.pemed = PEMED()
-        self.pemed.init("pemed", self.model_dir, conf or {}, None)
-        conf = conf or {}
+        self.pemed.init("pemed", self.model_dir, conf, None)
         self.auto_train = str(conf.get("pemed_auto_train", "true")).lower() == "true"
         self.continual = TrainingScheduler(start=lambda: self.async_training("pemed"),
                                            running=lambda: bool(processes("train")),

@@ -104,17 +104,6 @@ def to_volume(results: Dict[int, SliceResult], shape: Sequence[int], axis: int) 
     return volume
 
 
-def clicks_by_slice(foreground: Sequence[Sequence[int]], background: Sequence[Sequence[int]],
-                    axis: int) -> Dict[int, List[Click]]:
-    """3D points ([x, y, z] array indices) grouped by their slice along ``axis``, as 2D clicks."""
-    grouped: Dict[int, List[Click]] = {}
-    for points, positive in ((foreground, True), (background, False)):
-        for p in points:
-            row, col = (v for a, v in enumerate(p) if a != axis)
-            grouped.setdefault(int(p[axis]), []).append(Click(int(row), int(col), positive))
-    return grouped
-
-
 def segment_anchor(predictor: PEMEDPredictor, image: np.ndarray, clicks: Sequence[Click],
                    prev_logits: Optional[torch.Tensor]) -> SliceResult:
     """One clicked slice: its clicks on top of its previous result (or from scratch)."""

@@ -29,7 +29,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from ..checkpoint import load_checkpoint
 from ..predictor import PEMEDPredictor
-from ..prompts.clicks import Click
+from ..prompts.clicks import Click, clicks_by_slice
 from ..prompts.session import SessionStore
 from ..transforms.transforms import AUTO, detect_modality, normalize_intensity
 
@@ -104,6 +104,25 @@ def int_param(data: Dict[str, Any], name: str, default: Optional[int]) -> Option
         raise InvalidRequest(f"'{name}' must be an integer, got {value!r}") from None
 
 
+def parse_clicks(data: Dict[str, Any], spatial: Sequence[int], what: str = "image"):
+    """The request's foreground and background points, checked: at least one, all inside ``spatial``."""
+    fg = parse_points(data.get("foreground"), "foreground", len(spatial))
+    bg = parse_points(data.get("background"), "background", len(spatial))
+    if not fg and not bg:
+        raise InvalidRequest("no clicks: send at least one 'foreground' or 'background' point")
+    for p in fg + bg:
+        if any(not 0 <= v < s for v, s in zip(p, spatial)):
+            raise InvalidRequest(f"click {list(p)} lies outside the {what} (shape {list(spatial)})")
+    return fg, bg
+
+
+def axis_param(data: Dict[str, Any]) -> int:
+    axis = int_param(data, "axis", 2)
+    if axis not in (0, 1, 2):
+        raise InvalidRequest(f"'axis' must be 0, 1 or 2, got {axis}")
+    return axis
+
+
 def bool_param(data: Dict[str, Any], name: str) -> bool:
     value = data.get(name, False)
     return value.strip().lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
@@ -161,30 +180,18 @@ class PEMEDInfer(BasicInferTask):
         ndim = len(spatial)
         if ndim not in (2, 3):
             raise InvalidRequest(f"PE-MED segments 2D images or slices of 3D volumes; this image has shape {array.shape}", 422)
-        fg = parse_points(data.get("foreground"), "foreground", ndim)
-        bg = parse_points(data.get("background"), "background", ndim)
-        if not fg and not bg:
-            raise InvalidRequest("no clicks: send at least one 'foreground' or 'background' point")
-        for p in fg + bg:
-            if any(not 0 <= v < s for v, s in zip(p, spatial)):
-                raise InvalidRequest(f"click {list(p)} lies outside the image (shape {list(spatial)})")
+        fg, bg = parse_clicks(data, spatial)
         if ndim == 2:
-            image, axis, index = array, None, None
-            clicks_fg, clicks_bg = fg, bg
-        else:
-            axis = int_param(data, "axis", 2)
-            if axis not in (0, 1, 2):
-                raise InvalidRequest(f"'axis' must be 0, 1 or 2, got {axis}")
-            index = int_param(data, "slice", (fg or bg)[-1][axis])
-            if not 0 <= index < spatial[axis]:
-                raise InvalidRequest(f"slice {index} is outside the volume (0..{spatial[axis] - 1} along axis {axis})")
-            clicks_fg = [tuple(v for a, v in enumerate(p) if a != axis) for p in fg if p[axis] == index]
-            clicks_bg = [tuple(v for a, v in enumerate(p) if a != axis) for p in bg if p[axis] == index]
-            if not clicks_fg and not clicks_bg:
-                raise InvalidRequest(f"no click lies on slice {index} (axis {axis})")
-            image = np.take(array, index, axis=axis)
-        clicks = [Click(p[0], p[1], True) for p in clicks_fg] + [Click(p[0], p[1], False) for p in clicks_bg]
-        return image, clicks, axis, index
+            clicks = [Click(p[0], p[1], True) for p in fg] + [Click(p[0], p[1], False) for p in bg]
+            return array, clicks, None, None
+        axis = axis_param(data)
+        index = int_param(data, "slice", (fg or bg)[-1][axis])
+        if not 0 <= index < spatial[axis]:
+            raise InvalidRequest(f"slice {index} is outside the volume (0..{spatial[axis] - 1} along axis {axis})")
+        clicks = clicks_by_slice(fg, bg, axis).get(index)
+        if not clicks:
+            raise InvalidRequest(f"no click lies on slice {index} (axis {axis})")
+        return np.take(array, index, axis=axis), clicks, axis, index
 
     def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
         t0 = time.perf_counter()

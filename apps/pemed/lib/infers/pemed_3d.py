@@ -15,10 +15,10 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from ..prompts.clicks import Click
-from ..propagation import SliceResult, clicks_by_slice, propagate, segment_anchor, to_volume
+from ..prompts.clicks import Click, clicks_by_slice
+from ..propagation import SliceResult, propagate, segment_anchor, to_volume
 from ..transforms.transforms import AUTO, normalize_intensity
-from .pemed import InvalidRequest, PEMEDInfer, bool_param, int_param, parse_points
+from .pemed import InvalidRequest, PEMEDInfer, axis_param, bool_param, parse_clicks
 
 
 @dataclass
@@ -43,16 +43,8 @@ class PEMED3DInfer(PEMEDInfer):
         array, affine, is_rgb, modality = self.images.load(data.get("image_path") or data.get("image"))
         if is_rgb or array.ndim != 3:
             raise InvalidRequest(f"pemed_3d segments 3D volumes; this image has shape {array.shape}", 422)
-        fg = parse_points(data.get("foreground"), "foreground", 3)
-        bg = parse_points(data.get("background"), "background", 3)
-        if not fg and not bg:
-            raise InvalidRequest("no clicks: send at least one 'foreground' or 'background' point")
-        for p in fg + bg:
-            if any(not 0 <= v < s for v, s in zip(p, array.shape)):
-                raise InvalidRequest(f"click {list(p)} lies outside the volume (shape {list(array.shape)})")
-        axis = int_param(data, "axis", 2)
-        if axis not in (0, 1, 2):
-            raise InvalidRequest(f"'axis' must be 0, 1 or 2, got {axis}")
+        fg, bg = parse_clicks(data, array.shape, "volume")
+        axis = axis_param(data)
         modality = modality if self.modality.lower() == AUTO else self.modality
 
         def slice_image(index: int) -> np.ndarray:

@@ -5,7 +5,7 @@ sees. Clicks become two disk maps (positive, negative): a pixel is 1 within ``ra
 click of that polarity.
 """
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -19,6 +19,17 @@ class Click(NamedTuple):
     row: int
     col: int
     positive: bool
+
+
+def clicks_by_slice(foreground: Sequence[Sequence[int]], background: Sequence[Sequence[int]],
+                    axis: int) -> Dict[int, List[Click]]:
+    """3D points ([x, y, z] array indices) grouped by their slice along ``axis``, as 2D clicks."""
+    grouped: Dict[int, List[Click]] = {}
+    for points, positive in ((foreground, True), (background, False)):
+        for p in points:
+            row, col = (v for a, v in enumerate(p) if a != axis)
+            grouped.setdefault(int(p[axis]), []).append(Click(int(row), int(col), positive))
+    return grouped
 
 
 def disk_maps(clicks: Sequence[Click], shape: Tuple[int, int], radius: float = DISK_RADIUS,

@@ -121,8 +121,8 @@ class PEMEDTrain(BasicTrainTask):
         train = self._load_external_ds(context.request.get("train_ds", context.datalist)) or []
         val_split = float(context.request.get("val_split", 0.0))
         if not val and val_split > 0 and len(train) >= MIN_ITEMS_FOR_VALIDATION:
-            val = [d for d in train if stable_validation(d, val_split)]
-            train = [d for d in train if not stable_validation(d, val_split)]
+            held = [stable_validation(d, val_split) for d in train]
+            train, val = [d for d, h in zip(train, held) if not h], [d for d, h in zip(train, held) if h]
             if not train:  # too few labels to hold any back
                 train, val = val, []
         if self.replay_engine() is not None:
@@ -135,7 +135,7 @@ class PEMEDTrain(BasicTrainTask):
         return request.get("train_ds", []) if datastore is None else super().pre_process(request, datastore)
 
     def optimizer(self, context: Context):
-        net = context.network.module if hasattr(context.network, "module") else context.network
+        net = _unwrapped(context.network)
         if self.trainable is not None:
             unknown = set(self.trainable) - {name for name, _ in net.named_children()}
             if unknown:
@@ -189,9 +189,10 @@ class PEMEDTrain(BasicTrainTask):
             RandGaussianNoised(keys="image", prob=0.2, std=0.02),
         ]
         saved = load + spatial_aug + to_network + intensity_aug if augment else load + to_network
-        if self.replay_engine() is None:
+        replay = self.replay_engine()
+        if replay is None:
             return saved
-        replayed = [DataEngined(self.replay_engine()), to_tensors] + (spatial_aug if augment else []) + to_network
+        replayed = [DataEngined(replay), to_tensors] + (spatial_aug if augment else []) + to_network
         return [_EitherSourced(Compose(replayed), Compose(saved))]
 
     def train_pre_transforms(self, context: Context):
@@ -230,6 +231,11 @@ class PEMEDTrain(BasicTrainTask):
             if self.resume_path:
                 handlers.append(_ResumeState(self.resume_path, self, context, publisher))
         return handlers
+
+
+def _unwrapped(network: torch.nn.Module) -> torch.nn.Module:
+    """The network itself, out of a DistributedDataParallel wrapper if it is in one."""
+    return network.module if hasattr(network, "module") else network
 
 
 class _EitherSourced(Randomizable, MapTransform):
@@ -297,7 +303,7 @@ class _PublishPEMED:
             logger.error(f"PE-MED: not published, the training loss was not finite: {self.epoch_losses}")
 
     def publish(self, engine):
-        net = self.context.network.module if hasattr(self.context.network, "module") else self.context.network
+        net = _unwrapped(self.context.network)
         meta = {"epoch": engine.state.epoch, "iterations": engine.state.iteration, "epoch_losses": self.epoch_losses,
                 "train_mean_dice": engine.state.metrics.get(BasicTrainTask.TRAIN_METRIC_MEAN_DICE)}
         if self.context.evaluator is not None:
@@ -326,7 +332,7 @@ class _ResumeState:
         return engine.data_loader.dataset.transform
 
     def save(self, engine):
-        net = self.context.network.module if hasattr(self.context.network, "module") else self.context.network
+        net = _unwrapped(self.context.network)
         sim = self.task._click_simulation
         state = {
             "epoch": engine.state.epoch, "iteration": engine.state.iteration,
@@ -346,7 +352,7 @@ class _ResumeState:
         if not os.path.exists(self.path):
             return
         state = torch.load(self.path, map_location="cpu", weights_only=False)
-        net = self.context.network.module if hasattr(self.context.network, "module") else self.context.network
+        net = _unwrapped(self.context.network)
         net.load_state_dict(state["model"])
         self.context.optimizer.load_state_dict(state["optimizer"])
         if state["scheduler"] and self.task._scheduler:

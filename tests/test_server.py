@@ -88,6 +88,48 @@ def test_raw_http_session_continues_and_resets(server):
     assert again["steps_run"] == 2
 
 
+def ohif_request(server, params):
+    """A click as OHIF's MONAI Label panel sends it (output=image, NRRD as uint8, no label); returns
+    the answer's size on the wire and its inflated bytes."""
+    import gzip
+
+    params = {**params, "result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False,
+              "restore_label_idx": False}
+    r = requests.post(f"{server['url']}/infer/pemed?image=ch2bet&output=image", stream=True,
+                      files={"params": (None, json.dumps(params))}, headers={"Accept-Encoding": "gzip"}, timeout=60)
+    assert r.status_code == 200 and r.headers.get("content-encoding") == "gzip"
+    wire = r.raw.read(decode_content=False)
+    return len(wire), gzip.decompress(wire)
+
+
+def read_nrrd_bytes(content, tmp_path):
+    import SimpleITK as sitk
+
+    path = tmp_path / f"answer{len(list(tmp_path.iterdir()))}.nrrd"
+    path.write_bytes(content)
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose()  # back to (x, y, z)
+
+
+def test_ohif_clicks_come_back_compressed_and_structures_keep_apart(server, tmp_path):
+    click, mask = structure_click(server["studies"])
+    other, _ = structure_click(server["studies"], value=78)  # Thalamus_R, on the same slice or near it
+    other[2] = click[2]
+    wire, content = ohif_request(server, {"foreground": [click], "background": []})
+    assert wire < len(content) / 20  # a one-slice mask travels compressed
+    first = read_nrrd_bytes(content, tmp_path)
+    assert first.shape == mask.shape and first[tuple(click)] == 1
+    assert np.delete(first, click[2], axis=2).sum() == 0
+    # a second structure on the same slice: OHIF sends only its clicks, and no label
+    second = read_nrrd_bytes(ohif_request(server, {"foreground": [other], "background": []})[1], tmp_path)
+    assert second[tuple(other)] == 1
+    # back to the first: its click is re-sent with a new one, and only the new one runs
+    away = [click[0] + 25, click[1], click[2]]
+    url = f"{server['url']}/infer/pemed?image=ch2bet&output=json"
+    r = requests.post(url, files={"params": (None, json.dumps({"foreground": [click], "background": [away]}))},
+                      timeout=60)
+    assert r.status_code == 200 and r.json()["steps_run"] == 1 and r.json()["clicks"] == 2
+
+
 @pytest.mark.parametrize("image,params,status,words", [
     ("ch2bet", {"foreground": [[5000, 1, 1]]}, 400, "outside the image"),
     ("ch2bet", {"foreground": [], "background": []}, 400, "no clicks"),

@@ -41,3 +41,19 @@ def test_store_expiry_capacity_and_reset():
     time.sleep(0.1)
     store.get("d")
     assert len(store) == 1
+
+
+def test_clicks_without_a_label_find_their_own_session():
+    store = SessionStore()
+    base = ("img", "", 2, 40)
+    D, E = Click(9, 9, True), Click(8, 8, False)
+    first = store.key_for_clicks(base, [A])
+    store.get(first).advance([A], fake_step([]))
+    assert store.key_for_clicks(base, [A, B]) == first  # the same structure, its click re-sent
+    other = store.key_for_clicks(base, [D])
+    assert other != first  # a second structure on the slice
+    store.get(other).advance([D, B], fake_step([]))
+    store.get(first).advance([A, B], fake_step([]))
+    assert store.key_for_clicks(base, [D, B, E]) == other  # a shared background click does not merge them
+    assert store.key_for_clicks(base, [C]) not in (first, other)
+    assert store.key_for_clicks(("img", "", 2, 41), [A]) != first  # another slice

@@ -84,6 +84,17 @@ def serve_nested_ohif_files() -> None:
     api.router.routes.insert(0, api.router.routes.pop())  # matched before MONAI Label's own
 
 
+def compress_responses() -> None:
+    """Gzip answers for clients that accept it. OHIF asks for every click's result as a whole
+    uncompressed volume (7 MB for the sample) with one slice filled; gzip at level 1 sends it as some
+    kB in about 10 ms, and the browser inflates it before OHIF reads it."""
+    from monailabel.app import app as api
+    from starlette.middleware.gzip import GZipMiddleware
+
+    api.middleware_stack = None  # rebuilt on the next request (see install_error_handlers)
+    api.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)
+
+
 class PEMEDApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         conf = conf or {}
@@ -102,6 +113,7 @@ class PEMEDApp(MONAILabelApp):
         if str(conf.get("install_error_handlers", "true")).lower() == "true":
             install_error_handlers()
             serve_nested_ohif_files()
+            compress_responses()
 
     def on_init_complete(self):
         """Load and trace the networks before the first click arrives (it takes seconds on a CPU)."""

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, List, Optional, Sequence
+from typing import Callable, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -74,6 +74,25 @@ class SessionStore:
             while len(self._sessions) > self.max_sessions:
                 self._sessions.popitem(last=False)
             return self._sessions[key]
+
+    def key_for_clicks(self, base: Tuple, clicks: Sequence[Click]) -> Tuple:
+        """The session key, under ``base``, that these clicks continue, for clients that name no
+        structure (OHIF sends each structure's clicks on the slice, and every background click, with
+        each request). It is the stored session sharing the most clicks with the request, one of them
+        positive when the request has any; else a new key. Two structures clicked on one slice keep
+        apart because their positive clicks differ; re-sent clicks continue their own session."""
+        wanted = set(clicks)
+        positive = {c for c in clicks if c.positive}
+        with self._lock:
+            mine = [k for k in self._sessions if isinstance(k, tuple) and k[:-1] == base]
+            best, most = None, 0
+            for key in mine:
+                shared = wanted.intersection(self._sessions[key].clicks)
+                if positive and not positive.intersection(shared):
+                    continue
+                if len(shared) > most:
+                    best, most = key, len(shared)
+            return best if best is not None else base + (max((k[-1] for k in mine), default=-1) + 1,)
 
     def reset(self, key: Hashable) -> None:
         with self._lock:

@@ -19,6 +19,18 @@ setup_system() {
   fi
 }
 
+# The browser test's system parts: Orthanc with DICOMweb, Debian's Chromium, ip for the private network.
+# Without root they are left out, and that test says it skips and why.
+setup_test_system() {
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/sbin/Orthanc ] || ! ls /usr/share/orthanc/plugins/libOrthancDicomWeb.so* >/dev/null 2>&1 || ! command -v ip >/dev/null; then
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+        orthanc orthanc-dicomweb chromium iproute2 >/dev/null; } \
+      || echo "run.sh: could not install orthanc, chromium or iproute2; the browser test will skip" >&2
+  fi
+}
+
 setup_venv() {
   local stamp="$VENV/.requirements-$(sha1sum requirements.txt | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
@@ -49,6 +61,7 @@ case "${1:-}" in
     ;;
   test)
     setup
+    setup_test_system
     shift
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -14,6 +14,7 @@ false`` turns it off, ``pemed_train_quiet_s`` sets how long the server waits for
 import json
 import logging
 import os
+import sys
 from typing import Dict
 
 from monailabel.interfaces.app import MONAILabelApp
@@ -95,6 +96,22 @@ def compress_responses() -> None:
     api.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)
 
 
+def prepare_dicomweb(modalities: str) -> None:
+    """Settings a DICOMweb study list needs, set before MONAI Label's datastore reads them.
+
+    dcmqi's ``itkimage2segimage`` (which writes saved labels as DICOM SEG) comes with the ``dcmqi``
+    wheel in this interpreter's bin folder; without it on PATH MONAI Label would download dcmqi from
+    the internet. MONAI Label's default series filter lists CT only: while it is unchanged, the
+    series of ``modalities`` (a QIDO-RS value list, conf ``pemed_dicomweb_modalities``) are listed."""
+    from monailabel.config import settings
+
+    bin_dir = os.path.dirname(sys.executable)
+    if os.path.exists(os.path.join(bin_dir, "itkimage2segimage")) and bin_dir not in os.environ["PATH"].split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ["PATH"]
+    if settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER == {"Modality": "CT"}:
+        settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = {"Modality": modalities}
+
+
 class PEMEDApp(MONAILabelApp):
     def __init__(self, app_dir: str, studies: str, conf: Dict[str, str]):
         conf = conf or {}
@@ -107,6 +124,7 @@ class PEMEDApp(MONAILabelApp):
                                            quiet_s=float(conf.get("pemed_train_quiet_s", 10)))
         # a list in value order: OHIF's MONAI Label panel appends to it (an object breaks the panel)
         labels = sorted(self.pemed.labels, key=self.pemed.labels.get)
+        prepare_dicomweb(conf.get("pemed_dicomweb_modalities", "CT,MR,US,ES"))
         super().__init__(app_dir=app_dir, studies=studies, conf=conf, name="PE-MED Label",
                          description="Interactive segmentation with PE-MED (Self-Loop, PALM, TSIP)", version="0.1",
                          labels=labels)

@@ -26,16 +26,19 @@ def copy_app(dest: str, checkpoint: Optional[str] = None) -> str:
 
 class LocalServer:
     def __init__(self, app: str, studies: str, log_path: str, timeout_s: float = 180.0,
-                 conf: Optional[Dict[str, str]] = None):
+                 conf: Optional[Dict[str, str]] = None, port: int = 0):
         self.app, self.studies, self.log_path, self.timeout_s = app, studies, log_path, timeout_s
+        self.port = port  # 0: a free one
         self.conf = conf or {}
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
 
     def __enter__(self) -> "LocalServer":
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = self.port
+        if not port:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         self._log = open(self.log_path, "w")

@@ -2,6 +2,7 @@
 # PE-MED Label: set up a fresh machine and start the app on the bundled sample, or run the tests.
 #   ./run.sh start   venv + system packages + sample data, then the MONAI Label server on 127.0.0.1:8000
 #   ./run.sh test    the same set-up, then the test suite
+#   ./run.sh dicomweb  the same, with the sample as DICOM on a local Orthanc (DICOMweb) and the app on it
 #   ./run.sh setup   set-up only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -59,11 +60,29 @@ case "${1:-}" in
     export PATH="$VENV/bin:$PATH"
     exec monailabel start_server --app apps/pemed --studies datasets/sample/volumes --host 127.0.0.1 --port "$PORT"
     ;;
+  dicomweb)
+    setup
+    setup_test_system
+    export PATH="$VENV/bin:$PATH"
+    "$VENV/bin/python" tools/orthanc.py --root runs/orthanc --upload datasets/sample/volumes &
+    ORTHANC_PID=$!
+    trap 'kill $ORTHANC_PID 2>/dev/null' EXIT
+    "$VENV/bin/python" -c "import sys, time, requests
+for _ in range(240):
+    try:
+        if requests.get('http://127.0.0.1:8042/dicom-web/series', params={'Modality': 'MR'}, timeout=2).json():
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.5)
+sys.exit('Orthanc did not come up with the sample: see runs/orthanc/orthanc.log')"
+    monailabel start_server --app apps/pemed --studies http://127.0.0.1:8042/dicom-web --host 127.0.0.1 --port "$PORT"
+    ;;
   test)
     setup
     setup_test_system
     shift
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
-  *) echo "usage: $0 start|test|setup" >&2; exit 2 ;;
+  *) echo "usage: $0 start|dicomweb|test|setup" >&2; exit 2 ;;
 esac

@@ -62,6 +62,18 @@ JS_ACTIVE_TOOL = """() => {
 }"""
 JS_PROBE_POINTS = """() => window.cornerstoneTools.annotation.state.getAnnotationManager()
   .getNumberOfAllAnnotations()"""
+# zoom the axial viewport in on a voxel, for a close look at the mask
+JS_ZOOM = """([i, j, k]) => {
+  const vp = window.cornerstone.getRenderingEngines()[0].getViewport('mpr-axial');
+  const world = vp.getImageData().imageData.indexToWorld([i, j, k]);
+  const cam = vp.getCamera();
+  const shift = [0, 1, 2].map(a => world[a] - cam.focalPoint[a]);
+  const dot = shift.reduce((s, v, a) => s + v * cam.viewPlaneNormal[a], 0);
+  const inPlane = shift.map((v, a) => v - dot * cam.viewPlaneNormal[a]);
+  vp.setCamera({focalPoint: cam.focalPoint.map((v, a) => v + inPlane[a]),
+                position: cam.position.map((v, a) => v + inPlane[a]), parallelScale: cam.parallelScale / 3});
+  vp.render();
+}"""
 # the labelmap OHIF draws, as its value at one voxel
 JS_LABELMAP_AT = """([i, j, k]) => {
   const vol = window.services.segmentationService.getLabelmapVolume('1');
@@ -236,6 +248,10 @@ def annotate(args, report: Report) -> None:
                              sent == 2 and bool(corrected[second]) == click.positive,
                              f"{'positive' if click.positive else 'negative'} click at {list(second)}, slice Dice "
                              f"{d2:.3f}; sent {params.get('foreground')} / {params.get('background')}")
+
+            page.evaluate(JS_ZOOM, [int(v) for v in first])
+            time.sleep(1)
+            page.locator("[data-viewport-uid='mpr-axial']").screenshot(path=os.path.join(args.out, "5_zoomed.png"))
 
             status, text = page.evaluate(JS_SAVE, [series, STRUCTURE])
             report.check("the drawn label saves as final", status == 200, text[:300])

@@ -4,7 +4,9 @@
 
 Registers the interactive ``pemed`` infer task (deepgrow-style clicks in OHIF and 3D Slicer), its 3D
 form ``pemed_3d`` (the clicked slice propagated through the volume), the
-``pemed`` trainer (continual fine-tuning on the labels saved in the datastore). Each saved final
+``pemed`` trainer (continual fine-tuning on the labels saved in the datastore), and the active
+learning strategies ``random``, ``first`` and ``uncertainty`` (lib/activelearning, scored by
+``pemed_uncertainty``). Each saved final
 label schedules a fine-tuning run in the background (lib/continual.py; ``--conf pemed_auto_train
 false`` turns it off, ``pemed_train_quiet_s`` sets how long the server waits for more saves, default
 10 s). Requests the client must fix get a 4xx with a clear message instead of a 500 (see
@@ -21,6 +23,7 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
@@ -28,6 +31,7 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.async_tasks.utils import processes
 from monailabel.utils.others.generic import name_to_device
 
+from lib.activelearning.uncertainty import MostUncertain, PEMEDUncertaintyScoring
 from lib.configs.pemed import PEMED
 from lib.continual import TrainingScheduler
 from lib.infers.pemed import InvalidRequest
@@ -160,8 +164,14 @@ class PEMEDApp(MONAILabelApp):
     def init_trainers(self) -> Dict[str, TrainTask]:
         return {"pemed": self.pemed.trainer()}
 
+    def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
+        """Scores every unlabeled image at start-up, after each training run and on next-sample
+        requests (MONAI Label runs them), again only for images scored by an older checkpoint."""
+        return {"pemed_uncertainty": PEMEDUncertaintyScoring(self._infers["pemed"])}
+
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        return {"random": Random(), "first": First(),
+                "uncertainty": MostUncertain()}
 
     def infer(self, request, datastore=None):
         """Unknown models and images are 404s, params that are not an object a 400."""

@@ -9,9 +9,11 @@ then does what an annotator does:
   1. the study list shows the sample; 2. the study opens in OHIF's MONAI Label mode; 3. the panel
   connects and lists ``pemed`` and the structures; 4. a structure is chosen and a click placed on it
   (Run), and the mask comes back and is drawn where the click was; 5. a correcting click, placed by
-  the project's click protocol where the mask is most wrong, is sent with the first one;
-  6. the drawn labelmap is saved as a final label, written to Orthanc as DICOM SEG, read back
-  from Orthanc by a fresh DICOMweb datastore (what training reads), and schedules fine-tuning.
+  the project's click protocol where the mask is most wrong, is sent with the first one; then a
+  second structure on the same slice gets its own mask, and the first keeps its own;
+  6. the drawn labelmap (both structures) is saved as a final label, written to Orthanc as DICOM SEG,
+  read back from Orthanc by a fresh DICOMweb datastore (what training reads), and schedules
+  fine-tuning.
 OHIF 3.10's MONAI Label panel has no save button (its client's ``save_label`` is never called), so
 step 6 sends the labelmap OHIF holds the way that client's ``save_label`` does, from the page.
 Screenshots of each step and report.json go to --out; the exit code is 1 if any check fails.
@@ -28,6 +30,7 @@ import time
 import nibabel as nib
 import numpy as np
 import requests
+from scipy import ndimage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "apps", "pemed"), os.path.join(ROOT, "tools")]
@@ -37,6 +40,7 @@ from orthanc import Orthanc, run_in_private_network, upload_volumes  # noqa: E40
 
 CHROMIUM = "/usr/bin/chromium"
 STRUCTURE, VALUE, SLICE = "Thalamus_L", 77, 80  # AAL's left thalamus on an axial slice where it is large
+SECOND, SECOND_VALUE = "Putamen_L", 73  # a second structure on the same slice
 
 # index [i, j, k] of OHIF's volume -> canvas position in the axial viewport
 JS_CANVAS = """([i, j, k]) => {
@@ -81,11 +85,13 @@ JS_LABELMAP_AT = """([i, j, k]) => {
   return vol.voxelManager.getCompleteScalarDataArray()[i + nx * (j + ny * k)];
 }"""
 # save OHIF's labelmap as MONAI Label's OHIF client does (PUT /datastore/label, 'label.bin')
-JS_SAVE = """async ([image, name]) => {
+JS_SAVE = """async (image) => {
   const seg = window.services.segmentationService;
   const data = seg.getLabelmapVolume('1').voxelManager.getCompleteScalarDataArray();
+  const segments = seg.getSegmentation('1').segments;
+  const values = [...new Set(data)].filter(v => v > 0).sort((a, b) => a - b);
   const form = new FormData();
-  form.append('params', JSON.stringify({label_info: [{name: name}]}));
+  form.append('params', JSON.stringify({label_info: values.map(v => ({name: segments[v].label}))}));
   form.append('label', new Blob([new Uint8Array(data)]), 'label.bin');
   const r = await fetch('/datastore/label?image=' + encodeURIComponent(image), {method: 'PUT', body: form});
   return [r.status, await r.text()];
@@ -217,7 +223,6 @@ def annotate(args, report: Report) -> None:
             report.check("panel lists pemed and the structures", any(m.strip() == "pemed" for m in models), str(models))
 
             z = SLICE
-            from scipy import ndimage
             inside = ndimage.distance_transform_edt(truth[:, :, z])
             first = np.unravel_index(int(np.argmax(inside)), inside.shape) + (z,)
             report.check("axial viewport shows the slice", page.evaluate(JS_SHOW_SLICE, [int(v) for v in first]) >= 0)
@@ -249,19 +254,33 @@ def annotate(args, report: Report) -> None:
                              f"{'positive' if click.positive else 'negative'} click at {list(second)}, slice Dice "
                              f"{d2:.3f}; sent {params.get('foreground')} / {params.get('background')}")
 
+            other_truth = np.asanyarray(nib.load(args.labels).dataobj) == SECOND_VALUE
+            inside = ndimage.distance_transform_edt(other_truth[:, :, z])
+            third = np.unravel_index(int(np.argmax(inside)), inside.shape) + (z,)
+            response, params = place_click(page, third, SECOND, report, "5b_second_structure.png")
+            other = read_nrrd(response.body()) > 0
+            report.figures["second_structure_dice_after_1_click"] = round(dice(other[:, :, z], other_truth[:, :, z]), 3)
+            values = [page.evaluate(JS_LABELMAP_AT, [int(v) for v in p]) for p in (first, third)]
+            report.check("a second structure on the slice keeps apart",
+                         params.get("foreground") == [list(map(int, third))] and other[third] and not other[first]
+                         and values[0] > 0 and values[1] > 0 and values[0] != values[1],
+                         f"sent {params.get('foreground')}, labelmap values {values}")
+            drawn_mask = (corrected if click else mask) | other
+
             page.evaluate(JS_ZOOM, [int(v) for v in first])
             time.sleep(1)
             page.locator("[data-viewport-uid='mpr-axial']").screenshot(path=os.path.join(args.out, "5_zoomed.png"))
 
-            status, text = page.evaluate(JS_SAVE, [series, STRUCTURE])
-            report.check("the drawn label saves as final", status == 200, text[:300])
+            status, text = page.evaluate(JS_SAVE, series)
+            report.check("the drawn labels save as one final label", status == 200, text[:300])
             segs = orthanc.series("SEG")
             report.check("a DICOM SEG of it is in Orthanc", len(segs) == 1, f"{len(segs)} SEG series")
             readback = read_back_labels(orthanc.dicomweb, os.path.join(work, "fresh_cache"))
             saved = readback.get(series)
-            report.check("a fresh DICOMweb datastore reads the SEG back (what training reads)",
-                         saved is not None and saved.any() and dice(saved > 0, corrected if click else mask) > 0.99,
-                         f"{0 if saved is None else int((saved > 0).sum())} voxels")
+            kinds = 0 if saved is None else len(np.unique(saved[saved > 0]))
+            report.check("a fresh DICOMweb datastore reads the SEG back, both structures (what training reads)",
+                         saved is not None and kinds == 2 and dice(saved > 0, drawn_mask) > 0.99,
+                         f"{0 if saved is None else int((saved > 0).sum())} voxels, {kinds} values")
             deadline = time.monotonic() + 60
             info = {}
             while time.monotonic() < deadline:

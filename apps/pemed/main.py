@@ -170,8 +170,7 @@ class PEMEDApp(MONAILabelApp):
         return {"pemed_uncertainty": PEMEDUncertaintyScoring(self._infers["pemed"])}
 
     def init_strategies(self) -> Dict[str, Strategy]:
-        return {"random": Random(), "first": First(),
-                "uncertainty": MostUncertain()}
+        return {"random": Random(), "first": First(), "uncertainty": MostUncertain()}
 
     def infer(self, request, datastore=None):
         """Unknown models and images are 404s, params that are not an object a 400."""

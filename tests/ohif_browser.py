@@ -13,7 +13,7 @@ then does what an annotator does:
   second structure on the same slice gets its own mask, and the first keeps its own;
   6. the drawn labelmap (both structures) is saved as a final label, written to Orthanc as DICOM SEG,
   read back from Orthanc by a fresh DICOMweb datastore (what training reads), and schedules
-  fine-tuning.
+  fine-tuning; a SEG that another client stores straight to Orthanc schedules fine-tuning too.
 OHIF 3.10's MONAI Label panel has no save button (its client's ``save_label`` is never called), so
 step 6 sends the labelmap OHIF holds the way that client's ``save_label`` does, from the page.
 Screenshots of each step and report.json go to --out; the exit code is 1 if any check fails.
@@ -191,7 +191,7 @@ def annotate(args, report: Report) -> None:
         study = orthanc.series()[0]["0020000D"]["Value"][0]
         app = copy_app(os.path.join(work, "app"), args.checkpoint)
         with LocalServer(app, orthanc.dicomweb, os.path.join(args.out, "server.log"), port=8000,
-                         conf={"pemed_train_quiet_s": "2"}) as server, sync_playwright() as pw:
+                         conf={"pemed_train_quiet_s": "2", "pemed_seg_poll_s": "2"}) as server, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--use-gl=swiftshader",
                                                                          "--enable-unsafe-swiftshader"])
             page = browser.new_page(viewport={"width": 1900, "height": 1000})
@@ -290,9 +290,38 @@ def annotate(args, report: Report) -> None:
                 time.sleep(2)
             report.check("saving scheduled fine-tuning", info.get("runs_started", 0) >= 1, json.dumps(info))
             page.screenshot(path=os.path.join(args.out, "6_saved.png"))
+
+            # another client (OHIF's own SEG export, a PACS) stores a SEG straight to Orthanc
+            before = requests.get(f"{server.url}/info/", timeout=10).json()["continual_training"]
+            store_copy_of_seg(orthanc.dicomweb, segs[0])
+            deadline, info = time.monotonic() + 60, before
+            while time.monotonic() < deadline:
+                info = requests.get(f"{server.url}/info/", timeout=10).json()["continual_training"]
+                if info["saves_waiting"] + info["runs_started"] > before["saves_waiting"] + before["runs_started"]:
+                    break
+                time.sleep(2)
+            report.check("a SEG stored in Orthanc by another client schedules fine-tuning",
+                         info["saves_waiting"] + info["runs_started"] > before["saves_waiting"] + before["runs_started"],
+                         f"before {before}, after {info}")
             report.check("no uncaught error in the page", not errors, "; ".join(errors)[:500])
             browser.close()
     shutil.rmtree(work, ignore_errors=True)
+
+
+def store_copy_of_seg(dicomweb: str, seg_series: dict) -> None:
+    """Store a copy of a SEG series under new UIDs, as a client other than the app would."""
+    from dicomweb_client.api import DICOMwebClient
+    from pydicom.uid import generate_uid
+
+    client = DICOMwebClient(url=dicomweb)
+    study, series = seg_series["0020000D"]["Value"][0], seg_series["0020000E"]["Value"][0]
+    copies = []
+    new_series = generate_uid()
+    for ds in client.retrieve_series(study, series):
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = new_series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        copies.append(ds)
+    client.store_instances(copies)
 
 
 def read_back_labels(dicomweb: str, cache: str) -> dict:

@@ -152,3 +152,21 @@ def test_fine_tuning_replays_the_engine_beside_the_saved_labels(studies_2d, tmp_
     assert meta["iterations"] == 2 * 3  # 12 draws of batch 4 per epoch, however few labels
     train_draws = seen[: 2 * 12]  # no validation: 6 labels are below the minimum to hold any back
     assert len(seen) == 24 and 4 <= sum(train_draws) <= 20  # about half replayed
+
+
+def test_labels_stored_by_another_client_schedule_a_run():
+    from lib.continual import NewLabelWatcher
+
+    store, calls = {"a"}, []
+    watcher = NewLabelWatcher(lambda: set(store), lambda: calls.append(1), interval_s=3600)
+    assert watcher.check() == 0 and calls == []  # the first poll takes stock of what was there
+    store.add("b")
+    assert watcher.check() == 1 and calls == [1]
+    assert watcher.check() == 0 and calls == [1]  # seen once is enough
+    store.add("c")
+    assert watcher.check(notify=False) == 1 and calls == [1]  # saved through the server: its own run
+
+    def failing():
+        raise ConnectionError("down")
+
+    assert NewLabelWatcher(failing, lambda: calls.append(2)).check() == 0 and calls == [1]

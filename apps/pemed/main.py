@@ -20,6 +20,7 @@ import sys
 from typing import Dict
 
 from monailabel.interfaces.app import MONAILabelApp
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
@@ -33,7 +34,7 @@ from monailabel.utils.others.generic import name_to_device
 
 from lib.activelearning.uncertainty import MostUncertain, PEMEDUncertaintyScoring
 from lib.configs.pemed import PEMED
-from lib.continual import TrainingScheduler
+from lib.continual import NewLabelWatcher, TrainingScheduler
 from lib.infers.pemed import InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,7 @@ class PEMEDApp(MONAILabelApp):
         self.pemed = PEMED()
         self.pemed.init("pemed", self.model_dir, conf, None)
         self.auto_train = str(conf.get("pemed_auto_train", "true")).lower() == "true"
+        self.seg_watcher = None
         self.continual = TrainingScheduler(start=lambda: self.async_training("pemed"),
                                            running=lambda: bool(processes("train")),
                                            quiet_s=float(conf.get("pemed_train_quiet_s", 10)))
@@ -142,11 +144,21 @@ class PEMEDApp(MONAILabelApp):
             compress_responses()
 
     def on_init_complete(self):
-        """Load and trace the networks before the first click arrives (it takes seconds on a CPU)."""
+        """Load and trace the networks before the first click arrives (it takes seconds on a CPU). On a
+        DICOMweb study list, watch for DICOM SEGs stored by other clients: they schedule fine-tuning
+        as a save through this server does (``--conf pemed_seg_poll_s``, default 30; 0 turns it off)."""
         super().on_init_complete()
         for task in self._infers.values():
             if task.is_valid():
                 task.predictor(name_to_device(task.config().get("device")))
+        poll_s = float(self.conf.get("pemed_seg_poll_s", 30))
+        store = self.datastore()
+        if self.auto_train and poll_s > 0 and isinstance(store, DICOMWebDatastore):
+            def seg_series():  # QIDO-RS on the store's own client: its labeled-image list is cached for hours
+                found = store._client.search_for_series(search_filters={"Modality": "SEG"})
+                return {ds["0020000E"]["Value"][0] for ds in found}
+
+            self.seg_watcher = NewLabelWatcher(seg_series, self.continual.label_saved, poll_s).start()
 
     def info(self):
         return {**super().info(), "continual_training": {"enabled": self.auto_train, **self.continual.status()}}
@@ -156,6 +168,8 @@ class PEMEDApp(MONAILabelApp):
         super().on_save_label(image_id, label_id)
         if self.auto_train and self.datastore().get_label_by_image_id(image_id, DefaultLabelTag.FINAL.value):
             self.continual.label_saved()
+            if self.seg_watcher is not None:
+                self.seg_watcher.check(notify=False)  # the SEG just written is this save's
         return {"image": image_id, "label": label_id}
 
     def init_infers(self) -> Dict[str, InferTask]:

@@ -68,3 +68,43 @@ class TrainingScheduler:
                 with self._lock:
                     self.saves_waiting += waiting
                     self.last_error = f"{type(e).__name__}: {e}"
+
+
+class NewLabelWatcher:
+    """Calls ``on_new`` when ``list_labels`` (ids of the labels a store holds) shows ids it has not
+    seen, polling every ``interval_s`` seconds. For a DICOMweb study list, where another client (OHIF's
+    own DICOM SEG export, a PACS workflow) may store a SEG without going through this server."""
+
+    def __init__(self, list_labels: Callable[[], set], on_new: Callable[[], None], interval_s: float = 30.0):
+        self.list_labels, self.on_new, self.interval_s = list_labels, on_new, interval_s
+        self.seen: Optional[set] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pemed-new-label-watcher", daemon=True)
+
+    def start(self) -> "NewLabelWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def check(self, notify: bool = True) -> int:
+        """One poll; the number of new labels. The first poll, and one with ``notify`` false (after a
+        save through this server, which schedules its own run), only take stock."""
+        try:
+            current = set(self.list_labels())
+        except Exception as e:  # the server may be down for a while; try again next time
+            logger.warning(f"new-label watcher: cannot list labels: {e}")
+            return 0
+        new = 0 if self.seen is None else len(current - self.seen)
+        self.seen = current if self.seen is None else self.seen | current
+        if new and notify:
+            logger.info(f"new-label watcher: {new} label(s) stored by another client")
+            self.on_new()
+        return new
+
+    def _loop(self) -> None:
+        self.check()
+        while not self._stop.wait(self.interval_s):
+            self.check()

@@ -61,6 +61,16 @@ def test_a_click_on_another_slice_becomes_an_anchor(task_and_volume):
     assert again["result"]["anchors_rerun"] == 0 and np.array_equal(again["pred"], out["pred"])
 
 
+@pytest.mark.skipif(not os.path.exists(BUNDLED), reason="needs the bundled model")
+def test_without_a_label_the_clicks_keep_structures_apart(task_and_volume):
+    task, path, _ = task_and_volume
+    first = request(task, path, [[36, 30, 20]], label="")
+    other = request(task, path, [[10, 8, 20]], label="")  # a second structure: a state of its own
+    assert other["result"]["anchors_rerun"] == 1
+    again = request(task, path, [[36, 30, 20]], label="")  # back to the first: nothing runs again
+    assert again["result"]["anchors_rerun"] == 0 and np.array_equal(again["pred"], first["pred"])
+
+
 def test_bad_3d_requests_are_refused(task_and_volume, tmp_path):
     from lib.infers.pemed import InvalidRequest
 

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from ..prompts.clicks import Click, clicks_by_slice
+from ..prompts.session import matching_key
 from ..propagation import SliceResult, propagate, segment_anchor, to_volume
 from ..transforms.transforms import AUTO, normalize_intensity
 from .pemed import InvalidRequest, PEMEDInfer, axis_param, bool_param, parse_clicks
@@ -50,13 +51,19 @@ class PEMED3DInfer(PEMEDInfer):
         def slice_image(index: int) -> np.ndarray:
             return normalize_intensity(np.take(array, index, axis=axis), modality)
 
+        by_slice = clicks_by_slice(fg, bg, axis)
         key = (data.get("image"), str(data.get("label") or ""), axis)
         with self._lock:
             predictor = self.predictor(str(device))
+            if not data.get("label"):  # OHIF: the clicks tell its structures apart
+                marked = lambda anchors: {(i, c) for i, clicks in anchors for c in clicks}  # noqa: E731
+                stored = {k: marked((i, a[0]) for i, a in v.anchors.items()) for k, v in self.volumes.items()}
+                wanted = marked(by_slice.items())
+                key = matching_key(key, stored, wanted, {m for m in wanted if m[1].positive})
             state = VolumeState() if bool_param(data, "reset_state") else self.volumes.get(key, VolumeState())
             anchors: Dict[int, SliceResult] = {}
             rerun = 0
-            for index, clicks in clicks_by_slice(fg, bg, axis).items():
+            for index, clicks in by_slice.items():
                 known = state.anchors.get(index)
                 if known and known[0] == clicks:
                     anchors[index] = known[1]

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Set, Tuple
 
 import torch
 
@@ -78,21 +78,10 @@ class SessionStore:
     def key_for_clicks(self, base: Tuple, clicks: Sequence[Click]) -> Tuple:
         """The session key, under ``base``, that these clicks continue, for clients that name no
         structure (OHIF sends each structure's clicks on the slice, and every background click, with
-        each request). It is the stored session sharing the most clicks with the request, one of them
-        positive when the request has any; else a new key. Two structures clicked on one slice keep
-        apart because their positive clicks differ; re-sent clicks continue their own session."""
-        wanted = set(clicks)
-        positive = {c for c in clicks if c.positive}
+        each request): see ``matching_key``."""
         with self._lock:
-            mine = [k for k in self._sessions if isinstance(k, tuple) and k[:-1] == base]
-            best, most = None, 0
-            for key in mine:
-                shared = wanted.intersection(self._sessions[key].clicks)
-                if positive and not positive.intersection(shared):
-                    continue
-                if len(shared) > most:
-                    best, most = key, len(shared)
-            return best if best is not None else base + (max((k[-1] for k in mine), default=-1) + 1,)
+            stored = {k: set(s.clicks) for k, s in self._sessions.items() if isinstance(k, tuple)}
+        return matching_key(base, stored, set(clicks), {c for c in clicks if c.positive})
 
     def reset(self, key: Hashable) -> None:
         with self._lock:
@@ -101,3 +90,19 @@ class SessionStore:
     def clear(self) -> None:
         with self._lock:
             self._sessions.clear()
+
+
+def matching_key(base: Tuple, stored: Dict[Tuple, Set], clicks: Set, positive: Set) -> Tuple:
+    """Of the keys ``base + (n,)`` in ``stored`` (key -> the clicks it holds), the one sharing the most
+    clicks with the request, one of them positive when the request has any; else a new one. Two
+    structures clicked on one slice or volume keep apart because their positive clicks differ, and
+    re-sent clicks continue their own state."""
+    mine = [k for k in stored if k[:-1] == base]
+    best, most = None, 0
+    for key in mine:
+        shared = clicks & stored[key]
+        if positive and not positive & shared:
+            continue
+        if len(shared) > most:
+            best, most = key, len(shared)
+    return best if best is not None else base + (max((k[-1] for k in mine), default=-1) + 1,)

@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "apps", "pemed"), os.path.join(ROOT, "tools")]
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
-from orthanc import Orthanc, run_in_private_network, upload_volumes  # noqa: E402
+from orthanc import Orthanc, run_in_private_network, upload_volume  # noqa: E402
 
 STRUCTURES = {"Thalamus_L": 77, "Putamen_L": 73, "Caudate_L": 71, "Hippocampus_L": 37, "Frontal_Mid_L": 7,
               "Temporal_Mid_L": 85, "Lingual_L": 47, "Cerebelum_Crus1_L": 91}
@@ -75,9 +75,7 @@ def main() -> None:
     os.environ["MONAI_LABEL_DICOMWEB_CACHE_PATH"] = os.path.join(work, "cache")
     rows, sizes = [], []
     with Orthanc(os.path.join(work, "orthanc")) as orthanc:
-        os.makedirs(os.path.join(work, "volumes"))
-        shutil.copy(args.volume, os.path.join(work, "volumes", "ch2bet.nii.gz"))
-        series = upload_volumes(orthanc.dicomweb, os.path.join(work, "volumes"))["ch2bet"]
+        series = upload_volume(orthanc.dicomweb, args.volume)
         app = copy_app(os.path.join(work, "app"), args.checkpoint)
         with LocalServer(app, orthanc.dicomweb, args.server_log or os.path.join(work, "server.log"),
                          conf={"pemed_auto_train": "false"}) as server:

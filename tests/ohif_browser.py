@@ -36,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "apps", "pemed"), os.path.join(ROOT, "tools")]
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
-from orthanc import Orthanc, run_in_private_network, upload_volumes  # noqa: E402
+from orthanc import Orthanc, run_in_private_network, upload_volume  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 STRUCTURE, VALUE, SLICE = "Thalamus_L", 77, 80  # AAL's left thalamus on an axial slice where it is large
@@ -184,10 +184,7 @@ def annotate(args, report: Report) -> None:
     truth = np.asanyarray(nib.load(args.labels).dataobj) == VALUE
     os.environ["MONAI_LABEL_DICOMWEB_CACHE_PATH"] = os.path.join(work, "cache")
     with Orthanc(os.path.join(work, "orthanc")) as orthanc:
-        volumes = os.path.join(work, "volumes")
-        os.makedirs(volumes)
-        shutil.copy(args.volume, os.path.join(volumes, "ch2bet.nii.gz"))
-        series = upload_volumes(orthanc.dicomweb, volumes)["ch2bet"]
+        series = upload_volume(orthanc.dicomweb, args.volume)
         study = orthanc.series()[0]["0020000D"]["Value"][0]
         app = copy_app(os.path.join(work, "app"), args.checkpoint)
         with LocalServer(app, orthanc.dicomweb, os.path.join(args.out, "server.log"), port=8000,

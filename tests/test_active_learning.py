@@ -2,6 +2,7 @@
 by a running server after its scoring method has run."""
 
 import json
+import os
 import time
 
 import numpy as np
@@ -56,3 +57,17 @@ def test_scoring_then_the_uncertainty_strategy(tmp_path, tiny_checkpoint):
         served = [requests.post(f"{server.url}/activelearning/uncertainty", json={}, timeout=60).json()["id"]
                   for _ in range(3)]
         assert served == ranked, json.dumps([served, scores])  # most uncertain first, then the next ones
+
+
+def test_scoring_never_fetches_a_dicomweb_series(tmp_path):
+    from monailabel.datastore.dicom import DICOMWebDatastore
+    from monailabel.datastore.local import LocalDatastore
+
+    from lib.activelearning.uncertainty import local_image
+
+    store = DICOMWebDatastore.__new__(DICOMWebDatastore)  # no server: only its cache is looked at
+    LocalDatastore.__init__(store, str(tmp_path))
+    assert local_image(store, "1.2.3") is None  # not fetched yet: left alone
+    image, _ = phantom()
+    write_nifti(str(tmp_path / "1.2.3.nii.gz"), image)
+    assert os.path.samefile(local_image(store, "1.2.3"), tmp_path / "1.2.3.nii.gz")

@@ -130,17 +130,19 @@ def stow(dicomweb_url: str, files: List[str], batch: int = 64) -> int:
     return stored
 
 
+def upload_volume(dicomweb_url: str, volume: str) -> str:
+    """A NIfTI volume as a DICOM MR series on the server; its SeriesInstanceUID."""
+    with tempfile.TemporaryDirectory() as tmp:
+        series_uid, files = write_series(volume, tmp)
+        stored = stow(dicomweb_url, files)
+    if stored != len(files):
+        raise RuntimeError(f"{volume}: the server stored {stored} of {len(files)} slices")
+    return series_uid
+
+
 def upload_volumes(dicomweb_url: str, folder: str) -> dict:
     """Each NIfTI volume of ``folder`` as a DICOM MR series on the server; {name: SeriesInstanceUID}."""
-    uploaded = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for volume in sorted(glob.glob(os.path.join(folder, "*.nii*"))):
-            series_uid, files = write_series(volume, os.path.join(tmp, series_name(volume)))
-            stored = stow(dicomweb_url, files)
-            if stored != len(files):
-                raise RuntimeError(f"{volume}: the server stored {stored} of {len(files)} slices")
-            uploaded[series_name(volume)] = series_uid
-    return uploaded
+    return {series_name(v): upload_volume(dicomweb_url, v) for v in sorted(glob.glob(os.path.join(folder, "*.nii*")))}
 
 
 def main() -> None:

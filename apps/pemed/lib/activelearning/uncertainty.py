@@ -15,7 +15,7 @@ entropy (-0.31 against -0.29, 263 clicks) at five times the cost.
 ``PEMEDUncertaintyScoring`` (a MONAI Label scoring method) stores each unlabeled image's score in
 the datastore with the checkpoint's modification time; MONAI Label runs scoring at start-up, after
 each training run and on each next-sample request, and images whose score belongs to an older model
-are scored again. ``MostUncertain`` serves the highest score first. (MONAI Label's ``Epistemic``
+are scored again. On a DICOMweb study list only series already fetched are scored (``local_image``). ``MostUncertain`` serves the highest score first. (MONAI Label's ``Epistemic``
 strategy re-sorts its candidates by when they were last served, which after the first request
 ignores the scores.)
 """
@@ -26,13 +26,15 @@ import time
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from monai.transforms import LoadImage
+from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from ..prompts.clicks import Click
-from ..transforms.transforms import detect_modality, normalize_intensity
+from ..background import yield_to_clicks
+from ..infers.pemed import InvalidRequest
+from ..transforms.transforms import normalize_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,18 @@ def image_uncertainty(predictor, array: np.ndarray, modality: str, slices: int =
     return float(np.mean(scores)) if scores else None
 
 
+def local_image(datastore: Datastore, image_id: str) -> Optional[str]:
+    """The image's file if the datastore holds it here. A DICOMweb store's series that nobody has
+    opened yet is left for a later run: fetching it from the scoring process races the server's own
+    fetch of the same series, since MONAI Label downloads into the cache folder in place (a click
+    that came while start-up scoring fetched the sample got a volume of 8 of its 181 slices, cached
+    for good)."""
+    if isinstance(datastore, DICOMWebDatastore):
+        path = os.path.join(datastore._datastore.image_path(), f"{image_id}.nii.gz")  # its cache of converted series
+        return path if os.path.exists(path) else None
+    return datastore.get_image_uri(image_id)
+
+
 class PEMEDUncertaintyScoring(ScoringMethod):
     def __init__(self, infer_task, slices: int = 4, seeds: int = 3, max_images: int = 50):
         super().__init__("Entropy of PE-MED's masks on clicks placed without labels (higher = label sooner)")
@@ -106,6 +120,7 @@ class PEMEDUncertaintyScoring(ScoringMethod):
         self.max_images = max_images  # per run: a DICOMweb store fetches each image it scores
 
     def __call__(self, request, datastore: Datastore):
+        yield_to_clicks()
         path = self.infer_task.get_path()
         if not path or not os.path.exists(path):
             return {"scored": 0, "skipped": 0, "reason": "no checkpoint"}
@@ -121,17 +136,19 @@ class PEMEDUncertaintyScoring(ScoringMethod):
                 continue
             if scored >= limit:
                 break
-            try:
-                img = LoadImage(image_only=True)(datastore.get_image_uri(image_id))
-            except Exception as e:  # an unreadable image is left unscored, not a failed run
+            uri = local_image(datastore, image_id)
+            if uri is None:
+                continue
+            try:  # read as the infer task reads it: the same RGB handling and modality
+                array, _, is_rgb, modality = self.infer_task.images.load(uri)
+            except InvalidRequest as e:  # an unreadable image is left unscored, not a failed run
                 logger.warning(f"uncertainty: cannot read {image_id}: {e}")
                 continue
-            array = np.asarray(img, dtype=np.float32)
-            if array.ndim == 3 and array.shape[-1] in (3, 4):  # an RGB photo: its luminance
-                array = array[..., :3].mean(-1)
+            if is_rgb:  # an RGB photo, (C, X, Y): its luminance
+                array = array.mean(0)
             predictor = predictor or self.infer_task.predictor(device)
-            score = image_uncertainty(predictor, array, detect_modality(array, getattr(img, "meta", None)),
-                                      self.slices, self.seeds, seed=sum(map(ord, image_id)) % 1000)
+            score = image_uncertainty(predictor, array, modality, self.slices, self.seeds,
+                                      seed=sum(map(ord, image_id)) % 1000)
             if score is None:
                 continue
             datastore.update_image_info(image_id, {SCORE_KEY: score, MODEL_TS_KEY: model_ts})
@@ -152,12 +169,11 @@ class MostUncertain(Strategy):
         images = datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels"))
         if not images:
             return None
-        now = time.time()
+        now, infos = time.time(), {image_id: datastore.get_image_info(image_id) for image_id in images}
 
         def rank(image_id):
-            info = datastore.get_image_info(image_id)
-            served = info.get("strategy", {}).get(request.get("strategy", ""), {}).get("ts", 0)
-            return (now - served >= self.hold_s, info.get(SCORE_KEY, 0.0))
+            served = infos[image_id].get("strategy", {}).get(request.get("strategy", ""), {}).get("ts", 0)
+            return (now - served >= self.hold_s, infos[image_id].get(SCORE_KEY, 0.0))
 
         image_id = max(images, key=rank)
-        return {"id": image_id, SCORE_KEY: datastore.get_image_info(image_id).get(SCORE_KEY)}
+        return {"id": image_id, SCORE_KEY: infos[image_id].get(SCORE_KEY)}

@@ -34,6 +34,7 @@ from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelF
                               RandShiftIntensityd, RandZoomd, Resized, SpatialPadd)
 from monailabel.tasks.train.basic_train import BasicTrainTask, Context
 
+from ..background import yield_to_clicks
 from ..checkpoint import save_checkpoint
 from ..data.atlases import load_maps
 from ..data.engine import DataEngine, DataEngined
@@ -131,6 +132,7 @@ class PEMEDTrain(BasicTrainTask):
         return train, val
 
     def pre_process(self, request, datastore):
+        yield_to_clicks()  # a run in MONAI Label's background process leaves the CPU to clicks first
         # engine runs have no datastore: their items come in the request's train_ds / val_ds
         return request.get("train_ds", []) if datastore is None else super().pre_process(request, datastore)
 

@@ -10,7 +10,9 @@ start_server` on 127.0.0.1, which fine-tunes in the background after each batch 
 held-back slices: the right putamen (AAL 74) on every axial slice where it covers >= 30 pixels, a
 structure of the same kind no saved label shows (its slices are the same images, labelled on the
 left only). The model's figures on what it already knew (the eval set's lesions and large objects,
-`--known`) show whether it forgets. Also printed: seconds from the last save to the new model serving.
+`--known`) show whether it forgets. A run's model serves only if the publish gate lets it through
+(lib/trainers/publish_gate.py); otherwise the served model, and its figures, stay. Also printed:
+seconds from the last save to the new model serving, and the gate's figures.
 """
 
 import argparse
@@ -27,6 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "apps", "pemed"))
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
+import torch  # noqa: E402
 
 import evaluate  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
@@ -71,19 +74,26 @@ def measure(model: str, held: str, known: str, out: str) -> dict:
     return figures
 
 
-def wait_for_run(url: str, published: str, since: float, timeout_s: float) -> float:
-    """Seconds until a model newer than ``since`` is published and no training runs."""
+def wait_for_run(url: str, runs_before: int, timeout_s: float) -> None:
+    """Until the server has started a run after ``runs_before`` and no training runs."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        fresh = os.path.exists(published) and os.path.getmtime(published) > since
+        started = requests.get(f"{url}/info/", timeout=10).json()["continual_training"]["runs_started"]
         running = requests.get(f"{url}/train/?check_if_running=true", timeout=10).status_code == 200
-        if fresh and not running:
-            return time.time() - since
-        last = requests.get(f"{url}/train/", timeout=10)
-        if not running and last.status_code == 200 and last.json().get("status") == "ERROR":
-            raise RuntimeError("the training run failed:\n" + "\n".join(last.json().get("details", [])))
+        if started > runs_before and not running:
+            last = requests.get(f"{url}/train/", timeout=10)
+            if last.status_code == 200 and last.json().get("status") == "ERROR":
+                raise RuntimeError("the training run failed:\n" + "\n".join(last.json().get("details", [])))
+            return
         time.sleep(2)
-    raise TimeoutError(f"no new model within {timeout_s} s")
+    raise TimeoutError(f"no finished run within {timeout_s} s")
+
+
+def gate_verdict(log_path: str) -> str:
+    """The publish gate's last refusal, as the server logged it."""
+    with open(log_path, errors="replace") as f:
+        refusals = [line.strip().split("PE-MED: ", 1)[-1] for line in f if "not published" in line]
+    return refusals[-1] if refusals else ""
 
 
 def headline(summary: dict) -> dict:
@@ -109,7 +119,7 @@ def main(argv=None) -> int:
     studies, masks, held = build(work)
     app = copy_app(os.path.join(work, "app"))
     shutil.copy(os.path.join(SAMPLE, "colin27_maps.npz"), os.path.join(app, "model", "colin27_maps.npz"))
-    published = os.path.join(app, "model", "pemed_finetuned.pt")
+    published_path = os.path.join(app, "model", "pemed_finetuned.pt")
     conf = {"pemed_train_quiet_s": 5, **dict(args.conf)}
     rows = []
     if not args.no_baseline:
@@ -117,7 +127,7 @@ def main(argv=None) -> int:
                                            os.path.join(args.out, "k0"))})
         print(json.dumps({"saved": 0, "held_back": headline(rows[0]["held_back"])}), flush=True)
     with LocalServer(app, studies, os.path.join(args.out, "server.log"), conf=conf) as server:
-        saved = 0
+        saved, serving, runs = 0, os.path.join(app, "model", "pemed.pt"), 0
         for k in counts:
             for z in POOL_SLICES[saved:k]:
                 name = f"ax_{z:03d}"
@@ -126,21 +136,32 @@ def main(argv=None) -> int:
                                      files={"label": (name + ".nii.gz", f)}, timeout=60)
                 r.raise_for_status()
             last_save, saved = time.time(), k
-            seconds = wait_for_run(server.url, published, last_save, timeout_s=1200)
-            model = published
-            if args.keep_models:
-                model = os.path.join(args.keep_models, f"k{k}.pt")
-                shutil.copy(published, model)
-            row = {"saved": k, "save_to_serving_s": round(seconds, 1),
-                   **measure(model, held, args.known, os.path.join(args.out, f"k{k}"))}
+            wait_for_run(server.url, runs, timeout_s=1200)
+            runs += 1
+            published = os.path.exists(published_path) and os.path.getmtime(published_path) > last_save
+            row = {"saved": k, "published": published}
+            if published:  # the gate let the run's model through: it serves now
+                row["save_to_serving_s"] = round(os.path.getmtime(published_path) - last_save, 1)
+                row["gate"] = torch.load(published_path, map_location="cpu", weights_only=True)["meta"].get("gate")
+                serving = published_path
+                if args.keep_models:
+                    serving = os.path.join(args.keep_models, f"k{k}.pt")
+                    shutil.copy(published_path, serving)
+                row.update(measure(serving, held, args.known, os.path.join(args.out, f"k{k}")))
+            else:  # the served model stays, and so do its figures
+                row["gate"] = gate_verdict(os.path.join(args.out, "server.log"))
+                row.update({key: rows[-1][key] for key in ("held_back", "known") if rows and key in rows[-1]})
+                if "held_back" not in row:
+                    row.update(measure(serving, held, args.known, os.path.join(args.out, f"k{k}")))
             rows.append(row)
-            print(json.dumps({"saved": k, "save_to_serving_s": row["save_to_serving_s"],
-                              "held_back": headline(row["held_back"])}), flush=True)
+            print(json.dumps({"saved": k, "published": published, "save_to_serving_s": row.get("save_to_serving_s"),
+                              "gate": row["gate"], "held_back": headline(row["held_back"])}), flush=True)
         info = requests.get(f"{server.url}/info/", timeout=10).json()
     report = {"command": "python benchmarks/continual_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "conf": conf, "pool_slices": POOL_SLICES, "learnt": LEARNT, "held_back": HELD_BACK,
               "continual_training": info.get("continual_training"),
-              "rows": [{"saved": r["saved"], "save_to_serving_s": r.get("save_to_serving_s"),
+              "rows": [{"saved": r["saved"], "published": r.get("published", True), "gate": r.get("gate"),
+                        "save_to_serving_s": r.get("save_to_serving_s"),
                         "held_back": headline(r["held_back"]),
                         "known": {g: headline(s) for g, s in r.get("known", {}).items()}} for r in rows]}
     with open(os.path.join(args.out, "curve.json"), "w") as f:

@@ -170,3 +170,89 @@ def test_labels_stored_by_another_client_schedule_a_run():
         raise ConnectionError("down")
 
     assert NewLabelWatcher(failing, lambda: calls.append(2)).check() == 0 and calls == [1]
+
+
+def _disk_samples(n=2, size=64):
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    samples = []
+    for i in range(n):
+        target = ((yy - 30 - 3 * i) ** 2 + (xx - 28) ** 2 <= (10 + 2 * i) ** 2).numpy()
+        samples.append(((0.2 + 0.6 * target)[None].astype("float32"), target))
+    return samples
+
+
+def test_the_publish_gate_keeps_a_model_that_got_worse():
+    import copy
+
+    from lib.networks.pemed import PEMEDNet
+    from lib.trainers.publish_gate import PublishGate
+
+    torch.manual_seed(0)
+    before = PEMEDNet(1).eval()
+    silent = copy.deepcopy(before)  # answers background everywhere: worse wherever the start found anything
+    with torch.no_grad():
+        silent.decoder.predict.bias.fill_(-50.0)
+    gate = PublishGate(size=64, clicks=2, tolerance=0.01)
+    samples = _disk_samples()
+    assert gate.score(before, samples) > 0.05 and gate.score(silent, samples) == 0.0
+    same = gate.decide(before, copy.deepcopy(before), {"saved": samples, "known:lesion": samples})
+    assert same.publish and same.scores["saved"]["before"] == same.scores["saved"]["after"]
+    worse_saved = gate.decide(before, silent, {"saved": samples})
+    assert not worse_saved.publish and "saved labels" in worse_saved.reason
+    forgot = gate.decide(before, silent, {"saved": [], "known:lesion": samples})
+    assert not forgot.publish and "engine" in forgot.reason
+    # one kind forgotten while the draws of all kinds together stay within the tolerance
+    lenient = PublishGate(size=64, clicks=2, tolerance=1.0, kind_tolerance=0.03)
+    one_kind = lenient.decide(before, silent, {"known:lesion": samples[:1], "known:brain": []})
+    assert not one_kind.publish and one_kind.reason.endswith("on lesion") and one_kind.scores["known"]["n"] == 1
+
+
+@pytest.mark.parametrize("verdict", [True, False])
+def test_a_run_publishes_only_what_the_gate_lets_through(studies_2d, tmp_path, verdict):
+    from lib.networks.pemed import PEMEDNet
+    from lib.trainers.pemed import PEMEDTrain
+    from lib.trainers.publish_gate import PublishGate
+    from monailabel.datastore.local import LocalDatastore
+
+    seen = {}
+
+    class Judged(PublishGate):  # the real comparison on the run's samples, then the verdict under test
+        def decide(self, before, after, groups):
+            seen["groups"] = {name: len(s) for name, s in groups.items()}
+            seen["changed"] = any((a != b).any() for a, b in zip(before.state_dict().values(),
+                                                                  after.state_dict().values()))
+            result = super().decide(before, after, groups)
+            result.publish = verdict
+            return result
+
+    publish = tmp_path / "pemed_finetuned.pt"
+    task = PEMEDTrain(str(tmp_path / "run"), PEMEDNet(1), str(publish), size=64, publish_each_epoch=False,
+                      gate=Judged(size=64, clicks=2), tracking=None)
+    request = {"max_epochs": 1, "train_batch_size": 6, "val_batch_size": 6, "val_split": 0.0, "device": "cpu",
+               "dataset": "Dataset"}
+    task(request, LocalDatastore(studies_2d, extensions=("*.nii.gz",), auto_reload=False))
+    assert seen["groups"]["saved"] > 0 and "known" not in seen["groups"]  # no replay configured
+    assert seen["changed"]  # the gate compared the run's start with its end
+    assert publish.exists() == verdict
+    if verdict:
+        gate = torch.load(publish, weights_only=True)["meta"]["gate"]
+        assert set(gate["scores"]) == {"saved"} and gate["publish"]
+
+
+def test_the_gate_draws_every_engine_kind_and_the_saved_labels():
+    from lib.trainers.publish_gate import PublishGate
+
+    asked = []
+
+    def transform(item):  # stands in for the trainer's validation chain
+        asked.append(item)
+        label = torch.zeros(1, 8, 8)
+        label[0, 2:5, 2:5] = 1.0 if item.get("kind") != "empty" else 0.0
+        return {"image": torch.rand(1, 8, 8), "label": label}
+
+    groups = PublishGate(per_kind=2, saved_samples=3).samples(transform, [{"image": f"{i}.nii.gz"} for i in range(5)],
+                                                             kinds=("lesion", "brain", "empty"))
+    assert [len(groups[g]) for g in ("saved", "known:lesion", "known:brain", "known:empty")] == [3, 2, 2, 0]
+    draws = [a for a in asked if "seed" in a]
+    assert len({a["seed"] for a in draws}) == 2 and all(a["fixed"] for a in draws)  # the same draws every run
+    assert all(seed >= 2 ** 31 for seed in (a["seed"] for a in draws))  # seeds no training draw uses

@@ -26,6 +26,10 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
                      the share of draws replayed from the engine (defaults 6, 64, 1e-4, 0.5)
     pemed_train_parts  the network's parts fine-tuning changes, comma-separated top-level module names
                      (encoder, prompt_embed, palm_i, palm_o, tsip, decoder) or all (default all)
+    pemed_publish_gate  a run's model replaces the served one only if, under the click protocol (mean
+                     Dice over 5 clicks), it is no worse on the saved labels and at most this much
+                     worse on fixed engine draws (default 0.01; "off": every finite run publishes;
+                     lib/trainers/publish_gate.py)
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
 The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt at
@@ -49,6 +53,7 @@ from ..infers.pemed_3d import PEMED3DInfer
 from ..networks.pemed import ABLATIONS, PEMEDNet
 from ..predictor import SERVE_DEFAULTS
 from ..trainers.pemed import PEMEDTrain
+from ..trainers.publish_gate import PublishGate
 from ..transforms.transforms import AUTO
 from .labels import AAL_LABELS
 
@@ -78,6 +83,8 @@ class PEMED(TaskConfig):
         self.replay_share = float(conf.get("pemed_train_replay", 0.5))
         parts = conf.get("pemed_train_parts", "all")
         self.train_parts = None if parts == "all" else [p.strip() for p in parts.split(",") if p.strip()]
+        tolerance = str(conf.get("pemed_publish_gate", "0.01")).lower()
+        self.gate = None if tolerance == "off" else PublishGate(self.serve, self.size, tolerance=float(tolerance))
         self.train_budget = {"max_epochs": int(conf.get("pemed_train_epochs", 6)),
                              "samples_per_epoch": int(conf.get("pemed_train_samples", 64)),
                              "lr": float(conf.get("pemed_train_lr", 1e-4))}
@@ -106,6 +113,7 @@ class PEMED(TaskConfig):
             replay_maps=self.replay_maps,
             replay_share=self.replay_share,
             trainable=self.train_parts,
+            gate=self.gate,
             amp=torch.cuda.is_available(),
             tracking=None,
         )

@@ -163,7 +163,7 @@ class DataEngined(Randomizable, MapTransform):
     Training items carry ``fixed: False``: the transform then draws a fresh seed from its own
     random state (seeded by MONAI's set_determinism; saved and restored by train.py --resume), so
     every epoch sees new samples. Validation items (``fixed: True``) use their own seed: the same
-    samples every time.
+    samples every time. An item's ``kind`` asks for that target kind.
     """
 
     def __init__(self, engine: DataEngine, seed_key: str = "seed"):
@@ -182,7 +182,7 @@ class DataEngined(Randomizable, MapTransform):
         else:
             self.randomize()
             seed = self._seed
-        sample = self.engine.draw(seed)
+        sample = self.engine.draw(seed, d.get("kind"))  # an item may ask for one target kind
         d["image"] = torch.from_numpy(sample["image"])[None]
         d["label"] = torch.from_numpy(sample["label"].astype(np.float32))[None]
         d["kind"] = sample["kind"]

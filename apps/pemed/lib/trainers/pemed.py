@@ -6,7 +6,9 @@ Samples come from a datastore (images + saved labels: the server's continual fin
 Colin27 maps cache, built from mricron-data on first use), a datastore run mixes engine draws in
 (``replay_share`` of the draws) so the network does not forget what it knew while it learns the
 annotators' structures. With ``samples_per_epoch`` (request key) an epoch is that many draws, the
-saved labels equally likely among themselves however few there are. Validation images are
+saved labels equally likely among themselves however few there are. With ``gate`` (a PublishGate), a
+run's model replaces the served one only if it is no worse than the run's start under the click
+protocol (lib/trainers/publish_gate.py). Validation images are
 chosen by a hash of their name (``stable_validation``), so an image stays on its side of the split
 however many labels arrive. The published checkpoint is replaced after every epoch
 (``publish_each_epoch``, for long runs cut by a session's end) or, as the server does, once at the
@@ -15,6 +17,7 @@ after every epoch, what a run needs to continue in a later sitting: weights, opt
 epoch, iteration and every random state (torch, numpy, Python, the transforms', the click simulation's).
 """
 
+import copy
 import hashlib
 import logging
 import math
@@ -43,6 +46,7 @@ from ..transforms.transforms import (AUTO, MatchChannelsd, RandCropAroundTargetd
                                      intensity_transform)
 from .click_simulation import ClickSimulation
 from .loss import NormalizedFocalLoss
+from .publish_gate import PublishGate
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class PEMEDTrain(BasicTrainTask):
                  lr_gamma: float = 0.6, crop_prob: float = 0.5, engine: Optional[DataEngine] = None,
                  resume_path: str = "", seed: Optional[int] = None, num_workers: int = 0,
                  publish_each_epoch: bool = True, replay_maps: str = "", replay_share: float = 0.5,
-                 trainable: Optional[Sequence[str]] = None, description: str = "Train PE-MED with iterative click simulation", **kwargs):
+                 trainable: Optional[Sequence[str]] = None, gate: Optional[PublishGate] = None, description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.engine = engine
         self.resume_path = resume_path
@@ -75,6 +79,7 @@ class PEMEDTrain(BasicTrainTask):
         self.replay_maps, self.replay_share = replay_maps, replay_share
         self._replay: Optional[DataEngine] = None
         self.trainable = trainable  # the network's top-level parts that learn (None: all); the rest stay frozen
+        self.gate = gate  # with publish_each_epoch off: the run's model must pass it to replace the served one
         kwargs.setdefault("config", {})
         kwargs["config"] = {"max_epochs": 20, "train_batch_size": 8, "val_batch_size": 8, "val_split": 0.1,
                             "dataset": "CacheDataset", "dataloader": "ThreadDataLoader",
@@ -228,11 +233,20 @@ class PEMEDTrain(BasicTrainTask):
     def train_handlers(self, context: Context):
         handlers = super().train_handlers(context)
         if context.local_rank == 0:
-            publisher = _PublishPEMED(self.pemed_publish_path, context, self.publish_each_epoch)
+            check = None if self.gate is None or self.publish_each_epoch else (
+                lambda before, after: self.gate.decide(before, after, self._gate_samples(context)))
+            publisher = _PublishPEMED(self.pemed_publish_path, context, self.publish_each_epoch, check)
             handlers.append(publisher)
             if self.resume_path:
                 handlers.append(_ResumeState(self.resume_path, self, context, publisher))
         return handlers
+
+    def _gate_samples(self, context: Context):
+        """The gate's samples: the saved labels (held-back ones first) and, with replay, engine draws."""
+        saved = [d for d in list(context.val_datalist or []) + list(context.train_datalist) if "seed" not in d]
+        replay = self.replay_engine()
+        kinds = sorted(k for k, w in replay.kind_weights.items() if w > 0) if replay is not None else ()
+        return self.gate.samples(Compose(self._pre_transforms(augment=False)), saved, kinds)
 
 
 def _unwrapped(network: torch.nn.Module) -> torch.nn.Module:
@@ -272,21 +286,29 @@ def stable_validation(item: dict, val_split: float) -> bool:
 class _PublishPEMED:
     """Write a self-describing checkpoint (network description + weights) that the infer task,
     evaluate.py and the tests load without knowing how it was trained: after every epoch
-    (``each_epoch``) or at the end of the run if every epoch's loss was finite. Its meta keeps the
-    mean training loss of every epoch."""
+    (``each_epoch``) or at the end of the run if every epoch's loss was finite and ``check`` (the
+    publish gate: the network the run started from, the run's network -> GateResult) lets it. Its
+    meta keeps the mean training loss of every epoch and the gate's figures."""
 
-    def __init__(self, path: str, context: Context, each_epoch: bool = True):
+    def __init__(self, path: str, context: Context, each_epoch: bool = True, check=None):
         self.path = path
         self.context = context
         self.each_epoch = each_epoch
+        self.check = check
         self.epoch_losses = []
         self._sum, self._n = 0.0, 0
+        self._start: Optional[torch.nn.Module] = None
 
     def attach(self, engine):
+        if self.check is not None:
+            engine.add_event_handler(Events.STARTED, self._keep_start)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._accumulate)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._epoch_completed)
         if not self.each_epoch:
             engine.add_event_handler(Events.COMPLETED, self._run_completed)
+
+    def _keep_start(self, engine):
+        self._start = copy.deepcopy(_unwrapped(self.context.network)).eval()
 
     def _accumulate(self, engine):
         self._sum += float(engine.state.output[0]["loss"])
@@ -299,15 +321,28 @@ class _PublishPEMED:
             self.publish(engine)
 
     def _run_completed(self, engine):
-        if all(math.isfinite(v) for v in self.epoch_losses):
-            self.publish(engine)
-        else:
+        if not all(math.isfinite(v) for v in self.epoch_losses):
             logger.error(f"PE-MED: not published, the training loss was not finite: {self.epoch_losses}")
+            return
+        gate = None
+        if self.check is not None and self._start is not None:
+            net = _unwrapped(self.context.network)
+            was_training = net.training
+            gate = self.check(self._start, net).as_meta()
+            net.train(was_training)
+            if not gate["publish"]:
+                logger.warning(f"PE-MED: not published, the served model stays: {gate['reason']}; "
+                               f"mean Dice over the first clicks: {gate['scores']}")
+                return
+            logger.info(f"PE-MED: publish gate passed: {gate['scores']}")
+        self.publish(engine, gate)
 
-    def publish(self, engine):
+    def publish(self, engine, gate: Optional[dict] = None):
         net = _unwrapped(self.context.network)
         meta = {"epoch": engine.state.epoch, "iterations": engine.state.iteration, "epoch_losses": self.epoch_losses,
                 "train_mean_dice": engine.state.metrics.get(BasicTrainTask.TRAIN_METRIC_MEAN_DICE)}
+        if gate:
+            meta["gate"] = gate
         if self.context.evaluator is not None:
             meta["val_mean_dice"] = self.context.evaluator.state.metrics.get(BasicTrainTask.VAL_METRIC_MEAN_DICE)
         save_checkpoint(self.path, net, meta)

@@ -27,9 +27,9 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_train_parts  the network's parts fine-tuning changes, comma-separated top-level module names
                      (encoder, prompt_embed, palm_i, palm_o, tsip, decoder) or all (default all)
     pemed_publish_gate  a run's model replaces the served one only if, under the click protocol (mean
-                     Dice over 5 clicks), it is no worse on the saved labels and at most this much
-                     worse on fixed engine draws (default 0.01; "off": every finite run publishes;
-                     lib/trainers/publish_gate.py)
+                     Dice over 5 clicks), it is no worse on the saved labels, at most this much
+                     worse on fixed engine draws of every target kind (default 0.01) and at most 0.03
+                     on any one kind ("off": every finite run publishes; lib/trainers/publish_gate.py)
     pemed_modules    ablation row for a network trained from scratch when no checkpoint exists
                      (baseline, sl, palm_i, palm_o, palm, tsip, all; default all)
 The bundled checkpoint is model/pemed.pt; training in the server writes model/pemed_finetuned.pt at

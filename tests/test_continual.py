@@ -256,3 +256,21 @@ def test_the_gate_draws_every_engine_kind_and_the_saved_labels():
     draws = [a for a in asked if "seed" in a]
     assert len({a["seed"] for a in draws}) == 2 and all(a["fixed"] for a in draws)  # the same draws every run
     assert all(seed >= 2 ** 31 for seed in (a["seed"] for a in draws))  # seeds no training draw uses
+
+
+def test_fine_tuning_keeps_the_normalisation_statistics(studies_2d, tmp_path):
+    from lib.networks.pemed import PEMEDNet
+    from lib.trainers.pemed import PEMEDTrain
+    from monailabel.datastore.local import LocalDatastore
+
+    network = PEMEDNet(1)
+    stats = {k: v.clone() for k, v in network.state_dict().items() if "running_" in k}
+    weights = {k: v.clone() for k, v in network.state_dict().items() if k.endswith("weight")}
+    task = PEMEDTrain(str(tmp_path / "run"), network, str(tmp_path / "out.pt"), size=64, publish_each_epoch=False,
+                      freeze_norm_statistics=True, tracking=None)
+    request = {"max_epochs": 1, "train_batch_size": 6, "val_batch_size": 6, "val_split": 0.0, "device": "cpu",
+               "dataset": "Dataset"}
+    task(request, LocalDatastore(studies_2d, extensions=("*.nii.gz",), auto_reload=False))
+    after = network.state_dict()
+    assert stats and all(torch.equal(v, after[k]) for k, v in stats.items())
+    assert any(not torch.equal(v, after[k]) for k, v in weights.items())  # it did learn

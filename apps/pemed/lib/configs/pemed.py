@@ -114,6 +114,7 @@ class PEMED(TaskConfig):
             replay_share=self.replay_share,
             trainable=self.train_parts,
             gate=self.gate,
+            freeze_norm_statistics=True,  # a few labels' batches must not re-estimate them
             amp=torch.cuda.is_available(),
             tracking=None,
         )

@@ -67,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--batch-statistics", action="store_true")
+    p.add_argument("--frozen", default="", help="comma-separated parameter-name prefixes that do not learn")
     args = p.parse_args(argv)
     torch.manual_seed(0)
     net = load_checkpoint(os.path.join(ROOT, "apps", "pemed", "model", "pemed.pt"))[0]
@@ -91,7 +92,9 @@ def main(argv=None) -> int:
           f"highest outside {float(before[label == 0].max()):.2f}, mask covers "
           f"{float(((before > 0) & (label > 0)).sum() / label.sum()):.0%} of the label")
     loss_fn = LOSSES[args.loss]
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
+    frozen = tuple(filter(None, args.frozen.split(",")))
+    learning = [w for name, w in net.named_parameters() if not name.startswith(frozen or ("\0",))]
+    optimizer = torch.optim.Adam(learning, lr=args.lr)
     for step in range(1, args.steps + 1):
         net.train(args.batch_statistics)
         loss = loss_fn(net(x), label)

@@ -12,7 +12,6 @@ published only if it is no worse on the saved labels, at most ``tolerance`` wors
 engine's draws, and at most ``kind_tolerance`` worse on any one kind's.
 """
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -22,8 +21,6 @@ import torch
 from ..evaluation import PredictorSegmenter, run_protocol
 from ..predictor import PEMEDPredictor
 
-logger = logging.getLogger(__name__)
-
 Sample = Tuple[np.ndarray, np.ndarray]  # (C, H, W) normalised image, (H, W) bool target
 GATE_SEED_BASE = 2 ** 31 + 10 ** 6  # engine seeds no training draw uses (training seeds are below 2**31)
 
@@ -31,7 +28,7 @@ GATE_SEED_BASE = 2 ** 31 + 10 ** 6  # engine seeds no training draw uses (traini
 @dataclass
 class GateResult:
     publish: bool
-    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)  # group -> {"before", "after"}
+    scores: Dict[str, Dict[str, float]] = field(default_factory=dict)  # group -> {"before", "after", "n"}
     reason: str = ""
 
     def as_meta(self) -> dict:

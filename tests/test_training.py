@@ -75,7 +75,12 @@ def test_the_servers_trainer_keeps_every_label_value(tmp_path):
     shutil.copy(os.path.join(APP_DIR, "model", "pemed.pt"), model_dir / "pemed.pt")
     config = PEMED()
     config.init("pemed", str(model_dir), {}, None)
-    assert config.trainer().exclude_labels == ()
+    trainer = config.trainer()
+    assert trainer.exclude_labels == ()
+    assert trainer.gate is not None and trainer.gate.tolerance == 0.01  # the publish gate is on by default
+    ungated = PEMED()
+    ungated.init("pemed", str(model_dir), {"pemed_publish_gate": "off"}, None)
+    assert ungated.trainer().gate is None
 
 
 def test_kind_weights_option_is_parsed_and_checked(capsys):

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
           f"{float(((before > 0) & (label > 0)).sum() / label.sum()):.0%} of the label")
     loss_fn = LOSSES[args.loss]
     frozen = tuple(filter(None, args.frozen.split(",")))
-    learning = [w for name, w in net.named_parameters() if not name.startswith(frozen or ("\0",))]
+    learning = [w for name, w in net.named_parameters() if not (frozen and name.startswith(frozen))]
     optimizer = torch.optim.Adam(learning, lr=args.lr)
     for step in range(1, args.steps + 1):
         net.train(args.batch_statistics)

@@ -15,7 +15,8 @@ entropy (-0.31 against -0.29, 263 clicks) at five times the cost.
 ``PEMEDUncertaintyScoring`` (a MONAI Label scoring method) stores each unlabeled image's score in
 the datastore with the checkpoint's modification time; MONAI Label runs scoring at start-up, after
 each training run and on each next-sample request, and images whose score belongs to an older model
-are scored again. On a DICOMweb study list only series already fetched are scored (``local_image``). ``MostUncertain`` serves the highest score first. (MONAI Label's ``Epistemic``
+are scored again. On a DICOMweb study list only series already fetched are scored
+(``local_image``). ``MostUncertain`` serves the highest score first. (MONAI Label's ``Epistemic``
 strategy re-sorts its candidates by when they were last served, which after the first request
 ignores the scores.)
 """

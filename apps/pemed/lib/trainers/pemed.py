@@ -19,6 +19,7 @@ epoch, iteration and every random state (torch, numpy, Python, the transforms', 
 """
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -345,7 +346,7 @@ class _PublishPEMED:
         if self.check is not None and self._start is not None:
             net = _unwrapped(self.context.network)
             was_training = net.training
-            gate = self.check(self._start, net).as_meta()
+            gate = dataclasses.asdict(self.check(self._start, net))
             net.train(was_training)
             if not gate["publish"]:
                 logger.warning(f"PE-MED: not published, the served model stays: {gate['reason']}; "

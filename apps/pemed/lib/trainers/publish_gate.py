@@ -31,9 +31,6 @@ class GateResult:
     scores: Dict[str, Dict[str, float]] = field(default_factory=dict)  # group -> {"before", "after", "n"}
     reason: str = ""
 
-    def as_meta(self) -> dict:
-        return {"publish": self.publish, "scores": self.scores, "reason": self.reason}
-
 
 class PublishGate:
     def __init__(self, serve: Optional[dict] = None, size: int = 256, clicks: int = 5, per_kind: int = 3,

@@ -78,9 +78,10 @@ def test_the_servers_trainer_keeps_every_label_value(tmp_path):
     trainer = config.trainer()
     assert trainer.exclude_labels == ()
     assert trainer.gate is not None and trainer.gate.tolerance == 0.01  # the publish gate is on by default
-    ungated = PEMED()
-    ungated.init("pemed", str(model_dir), {"pemed_publish_gate": "off"}, None)
-    assert ungated.trainer().gate is None
+    assert trainer.max_rounds == 3
+    other = PEMED()
+    other.init("pemed", str(model_dir), {"pemed_publish_gate": "off", "pemed_train_rounds": "19"}, None)
+    assert other.trainer().gate is None and other.trainer().max_rounds == 19
 
 
 def test_kind_weights_option_is_parsed_and_checked(capsys):

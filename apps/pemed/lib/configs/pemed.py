@@ -24,6 +24,9 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
     pemed_train_epochs, pemed_train_samples, pemed_train_lr, pemed_train_replay
                      a fine-tuning run's budget: epochs, draws per epoch, Adam's learning rate, and
                      the share of draws replayed from the engine (defaults 6, 64, 1e-4, 0.5)
+    pemed_train_rounds  the most corrective clicks the click simulation adds to a fine-tuning sample
+                     (uniform from 0; default 3). More reach the late-click states the NoC protocol
+                     ends in, and leave fewer first-click states (README, "Learning from saved labels")
     pemed_train_parts  the network's parts fine-tuning changes, comma-separated top-level module names
                      (encoder, prompt_embed, palm_i, palm_o, tsip, decoder) or all (default all)
     pemed_publish_gate  a run's model replaces the served one only if, under the click protocol (mean
@@ -81,6 +84,7 @@ class PEMED(TaskConfig):
         replay = conf.get("pemed_replay_maps", os.path.join(model_dir, "colin27_maps.npz"))
         self.replay_maps = "" if replay.lower() == "none" else replay
         self.replay_share = float(conf.get("pemed_train_replay", 0.5))
+        self.train_rounds = int(conf.get("pemed_train_rounds", 3))
         parts = conf.get("pemed_train_parts", "all")
         self.train_parts = None if parts == "all" else [p.strip() for p in parts.split(",") if p.strip()]
         tolerance = str(conf.get("pemed_publish_gate", "0.01")).lower()
@@ -108,6 +112,7 @@ class PEMED(TaskConfig):
             publish_path=self.finetuned_path,
             size=self.size,
             modality=self.modality,
+            max_rounds=self.train_rounds,
             config=dict(self.train_budget),
             publish_each_epoch=False,  # a run replaces the served model once, at its end
             replay_maps=self.replay_maps,

@@ -81,7 +81,8 @@ def test_the_servers_trainer_keeps_every_label_value(tmp_path):
     assert trainer.max_rounds == 3
     other = PEMED()
     other.init("pemed", str(model_dir), {"pemed_publish_gate": "off", "pemed_train_rounds": "19"}, None)
-    assert other.trainer().gate is None and other.trainer().max_rounds == 19
+    configured = other.trainer()
+    assert configured.gate is None and configured.max_rounds == 19
 
 
 def test_kind_weights_option_is_parsed_and_checked(capsys):

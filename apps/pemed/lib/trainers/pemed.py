@@ -9,9 +9,8 @@ annotators' structures. With ``samples_per_epoch`` (request key) an epoch is tha
 saved labels equally likely among themselves however few there are. With ``gate`` (a PublishGate), a
 run's model replaces the served one only if it is no worse than the run's start under the click
 protocol (lib/trainers/publish_gate.py); ``freeze_norm_statistics`` keeps BatchNorm's statistics as
-they were. Validation images are
-chosen by a hash of their name (``stable_validation``), so an image stays on its side of the split
-however many labels arrive. The published checkpoint is replaced after every epoch
+they were. Validation images are chosen by a hash of their name (``stable_validation``), so an image
+stays on its side of the split however many labels arrive. The published checkpoint is replaced after every epoch
 (``publish_each_epoch``, for long runs cut by a session's end) or, as the server does, once at the
 end of a run whose loss stayed finite, so a failed run leaves the last good model serving. ``resume_path`` keeps,
 after every epoch, what a run needs to continue in a later sitting: weights, optimiser, scheduler,

@@ -47,6 +47,28 @@ def test_traced_predictor_matches_the_eager_network(tiny_checkpoint):
     assert np.abs(outs[0] - outs[1]).max() < 1e-3
 
 
+def test_a_batch_of_steps_gives_what_each_step_gives_alone(tiny_checkpoint):
+    net, _ = load_checkpoint(tiny_checkpoint)
+    p = PEMEDPredictor(net, "cpu", 64, trace=True, zoom_in=True, zoom_grow=2, refine_radius=2)
+    rng = np.random.default_rng(1)
+    images = [rng.random((80, 100)), rng.random((120, 60))]
+    prev = torch.full((1, 1, 120, 60), -20.0)
+    prev[..., 50:70, 20:40] = 4.0
+    steps = [(images[0], [Click(40, 50, True)], None),  # a first click: Self-Loop, whole image
+             (images[1], [Click(60, 30, True), Click(10, 10, False)], prev)]  # zoomed on the previous mask
+    batched = p.predict_many(steps)
+    p.set_image(images[0])
+    alone = [p.predict(*steps[0][1:])]
+    p.set_image(images[1])
+    alone.append(p.predict(*steps[1][1:]))
+    for b, a in zip(batched, alone):
+        assert b.logits.shape == a.logits.shape and torch.allclose(b.logits, a.logits, atol=1e-4)
+        assert np.allclose(b.probability, a.probability, atol=1e-4)
+    assert "self_loop_ms" in batched[0].timings_ms and "self_loop_ms" not in batched[1].timings_ms
+    with pytest.raises(ValueError, match="outside"):
+        p.predict_many([(images[0], [Click(80, 0, True)], None)])
+
+
 def test_zoom_in_box_covers_the_mask_and_clicks(tiny_checkpoint):
     net, _ = load_checkpoint(tiny_checkpoint)
     p = PEMEDPredictor(net, "cpu", 64, trace=False, zoom_in=True, zoom_expand=1.4, zoom_min=0.2)

@@ -11,7 +11,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -148,6 +148,10 @@ class PEMEDPredictor:
 
     def set_image(self, image: np.ndarray) -> None:
         """``image``: (H, W) or (C, H, W), intensities already normalised to about [0, 1]."""
+        self.image, self.guide = self._as_input(image)
+
+    def _as_input(self, image: np.ndarray) -> Tuple[torch.Tensor, np.ndarray]:
+        """An image as the network's (1, C, H, W) tensor and the refinement's (H, W) guide."""
         image = np.asarray(image, dtype=np.float32)
         if image.ndim == 2:
             image = image[None]
@@ -161,23 +165,26 @@ class PEMEDPredictor:
                 image = np.repeat(image, c, axis=0)
             else:
                 raise ValueError(f"the network takes {c} channels, the image has {image.shape[0]}")
-        self.image = torch.from_numpy(image)[None].to(self.device)
-        self.guide = image.mean(axis=0)
+        return torch.from_numpy(image)[None].to(self.device), image.mean(axis=0)
 
-    def probability(self, logits: torch.Tensor) -> np.ndarray:
-        """The foreground probability shown for (1, 1, H, W) image-frame logits: sigmoid, then refined."""
+    def probability(self, logits: torch.Tensor, guide: Optional[np.ndarray] = None) -> np.ndarray:
+        """The foreground probability shown for (1, 1, H, W) image-frame logits: sigmoid, then refined
+        (on ``guide``, by default the current image's)."""
+        guide = self.guide if guide is None else guide
         probability = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
-        return refine_probability(self.guide, probability, self.refine_radius_px(), self.refine_eps)
+        return refine_probability(guide, probability, self.refine_radius_px(guide), self.refine_eps)
 
-    def refine_radius_px(self) -> int:
-        """The refinement's radius in pixels of the current image (0: off)."""
+    def refine_radius_px(self, guide: Optional[np.ndarray] = None) -> int:
+        """The refinement's radius in pixels of the current image (or ``guide``'s; 0: off)."""
         if self.refine_radius <= 0:
             return 0
-        return math.ceil(self.refine_radius * max(self.guide.shape) / self.size)
+        return math.ceil(self.refine_radius * max((self.guide if guide is None else guide).shape) / self.size)
 
-    def region(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor]) -> Letterbox:
-        """The whole image, or with zoom-in the box around the previous mask and the clicks."""
-        h, w = self.shape
+    def region(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor],
+               shape: Optional[Tuple[int, int]] = None) -> Letterbox:
+        """The whole image (of ``shape``, by default the current image's), or with zoom-in the box
+        around the previous mask and the clicks."""
+        h, w = shape or self.shape
         if not self.zoom_in or prev_logits is None:
             return Letterbox(h, w, self.size)
         fg = (prev_logits[0, 0] > 0).cpu().numpy()
@@ -194,49 +201,102 @@ class PEMEDPredictor:
         left, width = grown_span(min(cols), max(cols), w, self.zoom_expand, minimum)
         return Letterbox(height, width, self.size, top, left)
 
-    def _step(self, box: Letterbox, clicks: Sequence[Click], prev: Optional[torch.Tensor],
-              timings: Dict[str, float]) -> torch.Tensor:
-        """The network's logits for ``box`` (network frame); timings add up over re-runs."""
+    def _steps(self, jobs: Sequence["_Job"]) -> None:
+        """The network's logits for each job's box (network frame), the jobs in one batch; each job's
+        timings add up over re-runs and hold the whole batch's time."""
         t0 = time.perf_counter()
-        maps = disk_maps([box.to_network(c) for c in clicks if box.contains(c)], (self.size, self.size), device=self.device)
-        image = box.image_to_network(self.image)
-        prev_net = None if prev is None else box.image_to_network(prev, fill=BACKGROUND_LOGIT)
+        images, maps, inputs = [], [], []
+        for job in jobs:
+            box = job.box
+            maps.append(disk_maps([box.to_network(c) for c in job.clicks if box.contains(c)], (self.size, self.size),
+                                  device=self.device)[None])
+            images.append(box.image_to_network(job.image))
+            prev = None if job.prev is None else box.image_to_network(job.prev, fill=BACKGROUND_LOGIT)
+            inputs.append(network_input(images[-1], maps[-1], prev))
         t1 = time.perf_counter()
-        logits = self.run(network_input(image, maps[None], prev_net))
+        logits = self.run(torch.cat(inputs))
         t2 = time.perf_counter()
-        timings["clicks_ms"] = timings.get("clicks_ms", 0.0) + (t1 - t0) * 1e3
-        timings["network_ms"] = timings.get("network_ms", 0.0) + (t2 - t1) * 1e3
-        if prev is None and self.network.self_loop:
-            # Self-Loop: M0 fed back as the previous mask with the same clicks
-            logits = self.run(network_input(image, maps[None], logits))
-            timings["self_loop_ms"] = (time.perf_counter() - t2) * 1e3
-        return logits
+        first = [i for i, job in enumerate(jobs) if job.prev is None] if self.network.self_loop else []
+        if first:  # Self-Loop: M0 fed back as the previous mask with the same clicks
+            again = self.run(torch.cat([network_input(images[i], maps[i], logits[i:i + 1]) for i in first]))
+            logits = logits.clone()
+            logits[first] = again
+        t3 = time.perf_counter()
+        for i, job in enumerate(jobs):
+            job.logits = logits[i:i + 1]
+            job.timings["clicks_ms"] = job.timings.get("clicks_ms", 0.0) + (t1 - t0) * 1e3
+            job.timings["network_ms"] = job.timings.get("network_ms", 0.0) + (t2 - t1) * 1e3
+            if job.prev is None and first:
+                job.timings["self_loop_ms"] = (t3 - t2) * 1e3
 
-    @torch.no_grad()
-    def predict(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor] = None) -> Prediction:
-        """One interaction step. With no previous output and Self-Loop on, the net runs twice."""
-        if self.image is None:
-            raise RuntimeError("call set_image first")
+    def _job(self, image: torch.Tensor, guide: np.ndarray, clicks: Sequence[Click],
+             prev_logits: Optional[torch.Tensor]) -> "_Job":
         if not clicks:
             raise ValueError("at least one click is needed")
-        h, w = self.shape
+        h, w = image.shape[-2:]
         for c in clicks:
             if not (0 <= c.row < h and 0 <= c.col < w):
                 raise ValueError(f"click ({c.row}, {c.col}) lies outside the {h}x{w} image")
-        timings = {}
         prev = None if prev_logits is None else prev_logits.to(self.device).float()
-        box = self.region(clicks, prev)
-        logits = self._step(box, clicks, prev, timings)
+        return _Job(image, guide, list(clicks), prev)
+
+    @torch.no_grad()
+    def predict(self, clicks: Sequence[Click], prev_logits: Optional[torch.Tensor] = None) -> Prediction:
+        """One interaction step on the current image. With no previous output and Self-Loop on, the
+        net runs twice."""
+        if self.image is None:
+            raise RuntimeError("call set_image first")
+        return self._predict([self._job(self.image, self.guide, clicks, prev_logits)])[0]
+
+    @torch.no_grad()
+    def predict_many(self, steps: Sequence[Tuple[np.ndarray, Sequence[Click], Optional[torch.Tensor]]]
+                     ) -> List[Prediction]:
+        """Independent interaction steps, each (image, clicks, previous logits), through the network
+        in one batch: on a CPU two images in one call took 1.73x one image's time. The current image
+        is left as it was."""
+        return self._predict([self._job(*self._as_input(image), clicks, prev) for image, clicks, prev in steps])
+
+    def _predict(self, jobs: List["_Job"]) -> List[Prediction]:
+        for job in jobs:
+            job.box = self.region(job.clicks, job.prev, job.shape)
+        self._steps(jobs)
         for _ in range(self.zoom_grow):
-            if box.whole(h, w) or not box.cuts(box.network_to_image(logits), h, w):
+            cut = [job for job in jobs if not job.box.whole(*job.shape)
+                   and job.box.cuts(job.box.network_to_image(job.logits), *job.shape)]
+            if not cut:
                 break
-            box = box.grown(h, w, 2.0)
-            logits = self._step(box, clicks, prev, timings)
+            for job in cut:
+                job.box = job.box.grown(*job.shape, 2.0)
+            self._steps(cut)
+        return [self._finish(job) for job in jobs]
+
+    def _finish(self, job: "_Job") -> Prediction:
+        """The job's logits pasted into the image frame (over its previous logits), and refined."""
         t3 = time.perf_counter()
-        full = prev.clone() if prev is not None else torch.full((1, 1, h, w), BACKGROUND_LOGIT, device=self.device)
-        full[..., box.top:box.top + box.height, box.left:box.left + box.width] = box.network_to_image(logits)
+        h, w = job.shape
+        box = job.box
+        full = job.prev.clone() if job.prev is not None else torch.full((1, 1, h, w), BACKGROUND_LOGIT,
+                                                                          device=self.device)
+        full[..., box.top:box.top + box.height, box.left:box.left + box.width] = box.network_to_image(job.logits)
         t4 = time.perf_counter()
-        prob = self.probability(full)
-        timings["resample_ms"] = (t4 - t3) * 1e3
-        timings["refine_ms"] = (time.perf_counter() - t4) * 1e3
-        return Prediction(prob, full, timings)
+        prob = self.probability(full, job.guide)
+        job.timings["resample_ms"] = (t4 - t3) * 1e3
+        job.timings["refine_ms"] = (time.perf_counter() - t4) * 1e3
+        return Prediction(prob, full, job.timings)
+
+
+@dataclass
+class _Job:
+    """One image's interaction step inside a predict call."""
+
+    image: torch.Tensor  # (1, C, H, W), image frame
+    guide: np.ndarray  # (H, W)
+    clicks: List[Click]
+    prev: Optional[torch.Tensor]  # (1, 1, H, W) logits, image frame
+    box: Optional[Letterbox] = None
+    logits: Optional[torch.Tensor] = None  # (1, 1, size, size), network frame, the box's
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return tuple(self.image.shape[-2:])

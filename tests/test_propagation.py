@@ -94,3 +94,41 @@ def test_clicks_are_grouped_by_slice_and_stacked_back():
 
     volume = to_volume({1: R(np.ones((3, 4), bool))}, (2, 3, 4), axis=0)
     assert volume[1].all() and not volume[0].any()
+
+
+def test_walks_between_anchors_cover_the_gap_between_them():
+    """A tall thin structure clicked on slices farther apart than it is wide: the slices between them
+    are filled, each anchor's walk going halfway to the other, and past a walk that stops short the
+    other goes on; beyond the outer anchors a walk stops at about the anchor's width. The predictor
+    here copies each slice's neighbour: the walks' geometry is under test, not the network."""
+    import torch
+    from lib.predictor import Prediction
+    from lib.propagation import SliceResult, propagate
+
+    class CopyNeighbour:
+        def __init__(self):
+            self.batches = []
+
+        def predict_many(self, steps):
+            self.batches.append(len(steps))
+            return [Prediction((prev[0, 0] > 0).float().numpy(), prev.clone()) for _, _, prev in steps]
+
+    disk = np.zeros((32, 32), bool)
+    disk[14:18, 14:18] = True  # 16 pixels: reach ceil(2 * sqrt(16 / pi)) = 5 slices
+    logits = torch.where(torch.from_numpy(disk), 5.0, -5.0)[None, None]
+    anchor = SliceResult(logits, disk)
+    uniform = lambda i: disk.astype(np.float32)  # noqa: E731
+    predictor = CopyNeighbour()
+    assert sorted(propagate(predictor, uniform, 100, {20: anchor, 40: anchor})) == list(range(15, 46))
+    assert max(predictor.batches) == 4  # the four walks step together
+    # from slice 24 on the structure is brighter: the walk up from 20 stops there, the one from 40 goes on
+    brighter = lambda i: disk * (0.2 if i < 24 else 0.8)  # noqa: E731
+    assert sorted(propagate(CopyNeighbour(), brighter, 100, {20: anchor, 40: anchor})) == list(range(15, 46))
+
+
+def test_a_first_click_near_the_propagated_slices_starts_from_the_nearest():
+    from lib.infers.pemed_3d import nearest
+
+    results = {10: "ten", 13: "thirteen"}
+    assert nearest(results, 10) == "ten" and nearest(results, 12) == "thirteen" and nearest(results, 15) == "thirteen"
+    assert nearest(results, 16) is None and nearest({}, 3) is None

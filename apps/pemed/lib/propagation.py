@@ -6,10 +6,11 @@ result, the neighbour's logits as the previous mask (the channel TSIP and the pr
 read, as after a click) and up to five positive clicks spread over the neighbour's mask, away from
 its edge. A walk stops where the structure ends (the mask vanishes, shrinks to a sliver of its
 neighbour, no longer overlaps it, or covers tissue of another brightness than the anchor's mask),
-where it leaks (grows past 2.5 times its neighbour), halfway to the next anchor, which owns the slices on its side,
-or, where no edge in the image ends it (atlas parcels have none), as far from the anchor as the
-anchor's mask is wide: a structure is taken to be about as tall as it is wide until a click on
-another slice says otherwise.
+where it leaks (grows past 2.5 times its neighbour), or halfway to the next anchor, which owns the
+slices on its side (unless its own walk stops short). Beyond the outermost anchors, where no edge in
+the image ends it (atlas parcels have none), a walk goes as far from the anchor as the anchor's mask is
+wide: a structure is taken to be about as tall as it is wide until a click on another slice says
+otherwise.
 """
 
 import math
@@ -48,51 +49,94 @@ def interior_clicks(mask: np.ndarray, n: int = 5, min_depth: float = 2.0) -> Lis
 def propagate(predictor: PEMEDPredictor, slice_image: Callable[[int], np.ndarray], n_slices: int,
               anchors: Dict[int, SliceResult], min_pixels: int = 10, min_ratio: float = 0.2,
               max_ratio: float = 2.5, min_overlap: float = 0.5, max_shift: float = 0.15,
-              slice_ratio: float = 1.0, extent: float = 1.0) -> Dict[int, SliceResult]:
+              slice_ratio: float = 1.0, extent: float = 1.0, max_batch: int = 8) -> Dict[int, SliceResult]:
     """Every slice reached from the anchors, the anchors included.
 
     ``slice_image(i)``: slice i, normalised as the predictor expects. A slice is kept while its mask
     has at least ``min_pixels`` pixels and between ``min_ratio`` and ``max_ratio`` times its
     neighbour's (a sudden growth is a leak into what lies next to the structure), and covers at
     least ``min_overlap`` of the neighbour's mask (the same structure, not one beside it), its mean
-    (normalised) intensity within ``max_shift`` of the anchor mask's, and no
-    farther from the anchor than ``extent`` times the width of the anchor's mask (the diameter of a
-    disk of its area), in slices ``slice_ratio`` times as thick as a pixel is wide."""
+    (normalised) intensity within ``max_shift`` of the anchor mask's. Between two anchors each walk
+    goes halfway to the other; where one stops short, the other goes on to where it stopped (one
+    anchor's poor mask does not leave the gap empty). Beyond the outermost anchors a walk goes no farther than
+    ``extent`` times the width of its anchor's mask (the diameter of a disk of its area), in slices
+    ``slice_ratio`` times as thick as a pixel is wide. Up to ``max_batch`` slices go through the
+    network at once."""
     results = dict(anchors)
     order = sorted(anchors)
+    present = {a: anchors[a].mask.sum() >= min_pixels for a in order}
+
+    def limit(anchor: int, other: Optional[int], direction: int) -> int:
+        if other is None:
+            reach = math.ceil(extent * 2 * math.sqrt(anchors[anchor].mask.sum() / math.pi) / slice_ratio)
+            return min(n_slices - 1, anchor + reach) if direction > 0 else max(0, anchor - reach)
+        return (anchor + other) // 2 if direction > 0 else (anchor + other) // 2 + 1
+
+    walks: Dict[tuple, _Walk] = {}
     for i, anchor in enumerate(order):
-        reach = math.ceil(extent * 2 * math.sqrt(anchors[anchor].mask.sum() / math.pi) / slice_ratio)
-        lower = max(anchor - reach, (order[i - 1] + anchor) // 2 + 1 if i > 0 else 0)
-        upper = min(anchor + reach, (anchor + order[i + 1]) // 2 if i + 1 < len(order) else n_slices - 1)
-        mask = anchors[anchor].mask
-        brightness = float(slice_image(anchor)[mask].mean()) if mask.any() else 0.0
-        for direction, limit in ((1, upper), (-1, lower)):
-            _walk(predictor, slice_image, results, anchor, direction, limit, min_pixels, min_ratio, max_ratio,
-                  min_overlap, brightness, max_shift)
+        if not present[anchor]:
+            continue
+        brightness = float(slice_image(anchor)[anchors[anchor].mask].mean())
+        for direction, other in ((1, order[i + 1] if i + 1 < len(order) else None),
+                                 (-1, order[i - 1] if i > 0 else None)):
+            walks[anchor, direction] = _Walk(anchors[anchor], anchor + direction, direction,
+                                             limit(anchor, other, direction), brightness)
+
+    def keep(walk: _Walk, image: np.ndarray, mask: np.ndarray) -> bool:
+        area, kept = int(walk.previous.mask.sum()), int(mask.sum())
+        return (max(min_pixels, min_ratio * area) <= kept <= max_ratio * area  # not vanished, a sliver or a leak
+                and (mask & walk.previous.mask).sum() >= min_overlap * min(area, kept)  # not a structure beside it
+                and abs(float(image[mask].mean()) - walk.brightness) <= max_shift)  # not other tissue
+
+    _step_walks(predictor, slice_image, results, list(walks.values()), keep, max_batch)
+    resumed = []
+    for below, above in zip(order, order[1:]):
+        up, down = walks.get((below, 1)), walks.get((above, -1))
+        if up and down and up.stopped != down.stopped:
+            going, stopped = (down, up) if up.stopped else (up, down)
+            going.limit = stopped.index
+            resumed.append(going)
+    _step_walks(predictor, slice_image, results, resumed, keep, max_batch)
     return results
 
 
-def _walk(predictor, slice_image, results, start, direction, limit, min_pixels, min_ratio, max_ratio,
-          min_overlap, brightness, max_shift) -> None:
-    previous = results[start]
-    index = start + direction
-    while (index <= limit) if direction > 0 else (index >= limit):
-        area = int(previous.mask.sum())
-        if area < min_pixels:
-            return
-        image = slice_image(index)
-        predictor.set_image(image)
-        out = predictor.predict(interior_clicks(previous.mask), previous.logits)
-        mask = out.mask()
-        kept = int(mask.sum())
-        if not max(min_pixels, min_ratio * area) <= kept <= max_ratio * area:
-            return
-        if (mask & previous.mask).sum() < min_overlap * min(area, kept):
-            return
-        if abs(float(image[mask].mean()) - brightness) > max_shift:
-            return
-        previous = results[index] = SliceResult(out.logits, mask)
-        index += direction
+@dataclass
+class _Walk:
+    """One direction from one anchor: the last slice kept, the next slice, the last it may reach."""
+
+    previous: SliceResult
+    index: int
+    direction: int
+    limit: int
+    brightness: float  # the anchor mask's mean intensity
+    stopped: bool = False  # at a slice that failed a check, before its limit
+
+    def inside(self) -> bool:
+        return self.index <= self.limit if self.direction > 0 else self.index >= self.limit
+
+
+def _step_walks(predictor: PEMEDPredictor, slice_image, results: Dict[int, SliceResult], walks: List[_Walk],
+                keep: Callable, max_batch: int) -> None:
+    """The walks step together (they own disjoint slices), their next slices through the network in
+    batches, until each stops or reaches its limit."""
+    walks = [w for w in walks if w.inside()]
+    while walks:
+        going = []
+        for batch in range(0, len(walks), max_batch):
+            chunk = walks[batch:batch + max_batch]
+            images = [slice_image(w.index) for w in chunk]
+            outs = predictor.predict_many([(image, interior_clicks(w.previous.mask), w.previous.logits)
+                                           for w, image in zip(chunk, images)])
+            for walk, image, out in zip(chunk, images, outs):
+                mask = out.mask()
+                if not keep(walk, image, mask):
+                    walk.stopped = True
+                    continue
+                walk.previous = results[walk.index] = SliceResult(out.logits, mask)
+                walk.index += walk.direction
+                if walk.inside():
+                    going.append(walk)
+        walks = going
 
 
 def to_volume(results: Dict[int, SliceResult], shape: Sequence[int], axis: int) -> np.ndarray:

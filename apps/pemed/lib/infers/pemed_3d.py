@@ -11,7 +11,7 @@ on their slice (the propagation is redone from the anchors).
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -20,6 +20,20 @@ from ..prompts.session import matching_key
 from ..propagation import SliceResult, propagate, segment_anchor, to_volume
 from ..transforms.transforms import AUTO, normalize_intensity
 from .pemed import InvalidRequest, PEMEDInfer, axis_param, bool_param, parse_clicks
+
+
+NEAR_SLICES = 2  # a first click this close to the propagated slices starts from the nearest one
+
+
+def nearest(results: Dict[int, SliceResult], index: int) -> Optional[SliceResult]:
+    """The propagated result on slice ``index``, or on the nearest slice at most NEAR_SLICES away: a
+    click just past where a walk stopped says the structure goes on there, and a first click alone
+    on a large structure segments only a part of it (the 2D task's first answer)."""
+    for offset in range(NEAR_SLICES + 1):
+        for i in (index - offset, index + offset):
+            if i in results:
+                return results[i]
+    return None
 
 
 @dataclass
@@ -68,9 +82,9 @@ class PEMED3DInfer(PEMEDInfer):
                 if known and known[0] == clicks:
                     anchors[index] = known[1]
                     continue
-                # more clicks on a clicked slice go on from its result, a first click on a propagated
-                # slice from the propagated result
-                start = known[1] if known and clicks[:len(known[0])] == known[0] else state.results.get(index)
+                # more clicks on a clicked slice go on from its result, a first click on or just beyond
+                # the propagated slices from the nearest propagated result
+                start = known[1] if known and clicks[:len(known[0])] == known[0] else nearest(state.results, index)
                 anchors[index] = segment_anchor(predictor, slice_image(index), clicks,
                                                 start.logits.float() if start else None)
                 state.anchors[index] = (clicks, anchors[index])

@@ -12,7 +12,8 @@ structure of the same kind no saved label shows (its slices are the same images,
 left only). The model's figures on what it already knew (the eval set's lesions and large objects,
 `--known`) show whether it forgets. A run's model serves only if the publish gate lets it through
 (lib/trainers/publish_gate.py); otherwise the served model, and its figures, stay. Also printed:
-seconds from the last save to the new model serving, and the gate's figures.
+seconds from the last save to the new model serving, the gate's figures, and NoC@90's change from the
+default sample by sample (mean difference and 95% bootstrap interval: one that holds 0 is noise).
 """
 
 import argparse
@@ -96,6 +97,16 @@ def gate_verdict(log_path: str) -> str:
     return refusals[-1] if refusals else ""
 
 
+def paired_change(before: dict, after: dict, key: str = "noc90", resamples: int = 10000) -> dict:
+    """How ``key`` changed from one model's evaluation to another's on the same samples: the mean of the
+    per-sample differences and its 95% bootstrap interval (an interval that holds 0: within noise)."""
+    first = {(x["name"], x["structure"]): x[key] for x in before["per_sample"]}
+    diffs = np.array([x[key] - first[(x["name"], x["structure"])] for x in after["per_sample"]], dtype=float)
+    means = np.random.default_rng(0).choice(diffs, (resamples, diffs.size)).mean(axis=1)
+    return {"mean": round(float(diffs.mean()), 2),
+            "ci95": [round(float(v), 2) for v in np.percentile(means, [2.5, 97.5])], "n": int(diffs.size)}
+
+
 def headline(summary: dict) -> dict:
     return {"n": summary["n_samples"], "noc85": round(summary["noc85"], 2), "noc90": round(summary["noc90"], 2),
             "dice_at": {k: round(v, 3) for k, v in summary["dice_at"].items()}}
@@ -163,13 +174,22 @@ def main(argv=None) -> int:
               "rows": [{"saved": r["saved"], "published": r.get("published", True), "gate": r.get("gate"),
                         "save_to_serving_s": r.get("save_to_serving_s"),
                         "held_back": headline(r["held_back"]),
-                        "known": {g: headline(s) for g, s in r.get("known", {}).items()}} for r in rows]}
+                        "known": {g: headline(s) for g, s in r.get("known", {}).items()},
+                        "noc90_change_from_0_saved": changes(rows[0], r) if rows[0]["saved"] == 0 else None}
+                       for r in rows]}
     with open(os.path.join(args.out, "curve.json"), "w") as f:
         json.dump(report, f, indent=1)
     plot(report, os.path.join(args.out, "curve.png"))
     print(json.dumps(report["rows"], indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def changes(before: dict, after: dict) -> dict:
+    """NoC@90's paired change, held back and each known group, from one row's models to another's."""
+    out = {"held_back": paired_change(before["held_back"], after["held_back"])}
+    out.update({g: paired_change(before["known"][g], after["known"][g]) for g in after.get("known", {})})
+    return out
 
 
 def plot(report: dict, path: str) -> None:

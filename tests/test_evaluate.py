@@ -6,7 +6,7 @@ import pytest
 import evaluate
 
 KEYS = {"noc85", "noc90", "noc85_iou", "noc90_iou", "dice_at", "nof90", "jitter", "n_samples", "per_structure",
-        "latency_ms"}
+        "per_sample", "latency_ms"}
 
 
 @pytest.mark.parametrize("model", ["grabcut", "checkpoint"])
@@ -21,6 +21,8 @@ def test_evaluate_writes_the_protocol_figures(studies_2d, tiny_checkpoint, tmp_p
     assert set(summary["dice_at"]) == {"1", "3", "5"}
     assert 1 <= summary["noc90"] <= 5 and 0 <= summary["jitter"] <= 1
     assert sum(v["n_samples"] for v in summary["per_structure"].values()) == 4
+    assert len(summary["per_sample"]) == 4
+    assert sum(x["noc90"] for x in summary["per_sample"]) / 4 == pytest.approx(summary["noc90"])
     assert os.path.getsize(str(tmp_path / "eval.png")) > 1000
 
 

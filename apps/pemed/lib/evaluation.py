@@ -102,6 +102,9 @@ def summarize(results: Sequence[SampleResult], max_clicks: int) -> Dict:
     })
     structures = sorted(set(r.structure for r in results))
     summary["per_structure"] = {s: block(np.array([r.structure == s for r in results])) for s in structures}
+    # each sample's own figures: two models compared sample by sample (a paired difference)
+    summary["per_sample"] = [{"name": r.name, "structure": r.structure, "noc85": noc(x, 0.85), "noc90": noc(x, 0.90)}
+                             for r, x in zip(results, d)]
     return summary
 
 

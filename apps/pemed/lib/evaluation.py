@@ -79,15 +79,19 @@ def summarize(results: Sequence[SampleResult], max_clicks: int) -> Dict:
     first = np.array([r.latency_ms[0] for r in results if r.latency_ms])
     later = np.concatenate([r.latency_ms[1:] for r in results]) if any(len(r.latency_ms) > 1 for r in results) else np.zeros(1)
 
+    # each sample's NoC, by Dice and by IoU, computed once for the whole set and every structure
+    nocs = {(score, t): np.array([noc(x, t) for x in scores]) for score, scores in (("dice", d), ("iou", j))
+            for t in (0.85, 0.90)}
+
     def block(sel: np.ndarray) -> Dict:
         return {
             "n_samples": int(sel.sum()),
-            "noc85": float(np.mean([noc(x, 0.85) for x in d[sel]])),
-            "noc90": float(np.mean([noc(x, 0.90) for x in d[sel]])),
-            "noc85_iou": float(np.mean([noc(x, 0.85) for x in j[sel]])),
-            "noc90_iou": float(np.mean([noc(x, 0.90) for x in j[sel]])),
+            "noc85": float(nocs["dice", 0.85][sel].mean()),
+            "noc90": float(nocs["dice", 0.90][sel].mean()),
+            "noc85_iou": float(nocs["iou", 0.85][sel].mean()),
+            "noc90_iou": float(nocs["iou", 0.90][sel].mean()),
             "dice_at": {str(k): float(d[sel][:, k - 1].mean()) for k in DICE_AT if k <= max_clicks},
-            "nof90": int(sum(noc(x, 0.90) == max_clicks and x[-1] < 0.90 for x in d[sel])),
+            "nof90": int(((nocs["dice", 0.90] == max_clicks) & (d[:, -1] < 0.90))[sel].sum()),
         }
 
     summary = block(np.ones(len(results), dtype=bool))
@@ -103,8 +107,8 @@ def summarize(results: Sequence[SampleResult], max_clicks: int) -> Dict:
     structures = sorted(set(r.structure for r in results))
     summary["per_structure"] = {s: block(np.array([r.structure == s for r in results])) for s in structures}
     # each sample's own figures: two models compared sample by sample (a paired difference)
-    summary["per_sample"] = [{"name": r.name, "structure": r.structure, "noc85": noc(x, 0.85), "noc90": noc(x, 0.90)}
-                             for r, x in zip(results, d)]
+    summary["per_sample"] = [{"name": r.name, "structure": r.structure, "noc85": int(n85), "noc90": int(n90)}
+                             for r, n85, n90 in zip(results, nocs["dice", 0.85], nocs["dice", 0.90])]
     return summary
 
 

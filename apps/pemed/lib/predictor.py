@@ -88,6 +88,31 @@ class Letterbox:
                              align_corners=False)
 
 
+ZOOM_EXPAND, ZOOM_MIN = 1.4, 0.4  # the zoom-in box: the mask and clicks' box grown 1.4x, >= 0.4 of the longer side
+
+
+def zoom_box(clicks: Sequence[Click], prev_logits: torch.Tensor, shape: Tuple[int, int], size: int,
+             expand: float = ZOOM_EXPAND, minimum: float = ZOOM_MIN, far: float = 0.0) -> Letterbox:
+    """Zoom-in's view for a step after the first (RITM's ZoomIn): the bounding box of the previous mask
+    (``prev_logits`` > 0, (1, 1, H, W) in the frame of ``shape``) and the clicks, grown ``expand``
+    times, at least ``minimum`` of the longer side. ``far`` > 0: a newest positive click farther than
+    ``far`` of the longer side from the mask says the object is larger than the mask, and the whole
+    frame is shown. Serving and the training's click simulation both take their views from here."""
+    h, w = shape
+    fg = (prev_logits[0, 0] > 0).cpu().numpy()
+    newest = clicks[-1]
+    if far > 0 and newest.positive and fg.any() and not fg[newest.row, newest.col]:
+        rows_fg, cols_fg = np.nonzero(fg)
+        gap = np.sqrt(((rows_fg - newest.row) ** 2 + (cols_fg - newest.col) ** 2).min())
+        if gap > far * max(h, w):
+            return Letterbox(h, w, size)
+    rows = [c.row for c in clicks] + ([int(r) for r in np.flatnonzero(fg.any(1))[[0, -1]]] if fg.any() else [])
+    cols = [c.col for c in clicks] + ([int(c) for c in np.flatnonzero(fg.any(0))[[0, -1]]] if fg.any() else [])
+    top, height = grown_span(min(rows), max(rows), h, expand, minimum * max(h, w))
+    left, width = grown_span(min(cols), max(cols), w, expand, minimum * max(h, w))
+    return Letterbox(height, width, size, top, left)
+
+
 @dataclass
 class Prediction:
     probability: np.ndarray  # (H, W) in the image frame, refined (what is shown and thresholded)
@@ -123,7 +148,7 @@ class PEMEDPredictor:
     """
 
     def __init__(self, network: PEMEDNet, device: str = "cpu", size: int = 256, trace: bool = True,
-                 zoom_in: bool = False, zoom_expand: float = 1.4, zoom_min: float = 0.4, zoom_far: float = 0.0,
+                 zoom_in: bool = False, zoom_expand: float = ZOOM_EXPAND, zoom_min: float = ZOOM_MIN, zoom_far: float = 0.0,
                  zoom_grow: int = 0, refine_radius: int = 0, refine_eps: float = 1e-4):
         self.device = torch.device(device)
         self.network = network.to(self.device).eval()
@@ -187,19 +212,7 @@ class PEMEDPredictor:
         h, w = shape or self.shape
         if not self.zoom_in or prev_logits is None:
             return Letterbox(h, w, self.size)
-        fg = (prev_logits[0, 0] > 0).cpu().numpy()
-        newest = clicks[-1]
-        if self.zoom_far > 0 and newest.positive and fg.any() and not fg[newest.row, newest.col]:
-            rows_fg, cols_fg = np.nonzero(fg)
-            gap = np.sqrt(((rows_fg - newest.row) ** 2 + (cols_fg - newest.col) ** 2).min())
-            if gap > self.zoom_far * max(h, w):
-                return Letterbox(h, w, self.size)
-        rows = [c.row for c in clicks] + ([int(r) for r in np.flatnonzero(fg.any(1))[[0, -1]]] if fg.any() else [])
-        cols = [c.col for c in clicks] + ([int(c) for c in np.flatnonzero(fg.any(0))[[0, -1]]] if fg.any() else [])
-        minimum = self.zoom_min * max(h, w)
-        top, height = grown_span(min(rows), max(rows), h, self.zoom_expand, minimum)
-        left, width = grown_span(min(cols), max(cols), w, self.zoom_expand, minimum)
-        return Letterbox(height, width, self.size, top, left)
+        return zoom_box(clicks, prev_logits, (h, w), self.size, self.zoom_expand, self.zoom_min, self.zoom_far)
 
     def _steps(self, jobs: Sequence["_Job"]) -> None:
         """The network's logits for each job's box (network frame), the jobs in one batch; each job's
@@ -212,7 +225,7 @@ class PEMEDPredictor:
                                   device=self.device)[None])
             images.append(box.image_to_network(job.image))
             prev = None if job.prev is None else box.image_to_network(job.prev, fill=BACKGROUND_LOGIT)
-            inputs.append(network_input(images[-1], maps[-1], prev))
+            inputs.append(network_input(images[-1], maps[-1], prev, self.network.prev_gain))
         t1 = time.perf_counter()
         logits = self.run(torch.cat(inputs))
         t2 = time.perf_counter()

@@ -9,6 +9,7 @@ the last propagated result of every slice, so a request that adds clicks re-runs
 on their slice (the propagation is redone from the anchors).
 """
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -62,6 +63,7 @@ class PEMED3DInfer(PEMEDInfer):
         axis = axis_param(data)
         modality = modality if self.modality.lower() == AUTO else self.modality
 
+        @functools.lru_cache(maxsize=16)  # the anchors' slices are read again by the propagation
         def slice_image(index: int) -> np.ndarray:
             return normalize_intensity(np.take(array, index, axis=axis), modality)
 

@@ -42,6 +42,13 @@ def test_tsip_reads_the_previous_logits():
     assert not torch.allclose(a, b)
 
 
+def test_a_corrective_step_reads_the_previous_logits_times_the_gain():
+    image, maps, prev = torch.rand(1, 1, 8, 8), torch.zeros(1, 2, 8, 8), torch.randn(1, 1, 8, 8)
+    plain, gained = network_input(image, maps, prev), network_input(image, maps, prev, gain=4.0)
+    assert torch.allclose(gained[:, 4], 4 * prev[:, 0]) and torch.allclose(gained[:, 3], torch.sigmoid(4 * prev[:, 0]))
+    assert torch.equal(plain[:, 4], prev[:, 0])
+
+
 def test_checkpoint_round_trip(tmp_path):
     net = PEMEDNet(1, ABLATIONS["palm"]).eval()
     path = str(tmp_path / "n.pt")
@@ -52,8 +59,11 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.allclose(net(x), loaded(x))
     assert loaded.palm_scale == "sqrt_d"
     old = {**net.describe()}
-    del old["palm_scale"]  # checkpoints from before the option rebuild with the paper's 1/d_k
-    assert build_pemed(old).palm_scale == "d"
+    del old["palm_scale"], old["prev_gain"]  # checkpoints from before the options: 1/d_k, previous logits as they are
+    assert build_pemed(old).palm_scale == "d" and build_pemed(old).prev_gain == 1.0
+    net.prev_gain = 4.0
+    save_checkpoint(path, net)
+    assert load_checkpoint(path)[0].prev_gain == 4.0
     half = str(tmp_path / "half.pt")
     save_checkpoint(half, net, half=True)
     small, _ = load_checkpoint(half)

@@ -1,6 +1,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,11 +79,13 @@ def test_the_servers_trainer_keeps_every_label_value(tmp_path):
     trainer = config.trainer()
     assert trainer.exclude_labels == ()
     assert trainer.gate is not None and trainer.gate.tolerance == 0.01  # the publish gate is on by default
-    assert trainer.max_rounds == 3
+    assert trainer.max_rounds == 3 and trainer.zoom_far is None and trainer.prev_perturb == 0.0
     other = PEMED()
-    other.init("pemed", str(model_dir), {"pemed_publish_gate": "off", "pemed_train_rounds": "19"}, None)
+    other.init("pemed", str(model_dir), {"pemed_publish_gate": "off", "pemed_train_rounds": "19",
+                                         "pemed_train_zoom": "true", "pemed_train_prev_perturb": "0.5"}, None)
     configured = other.trainer()
     assert configured.gate is None and configured.max_rounds == 19
+    assert configured.zoom_far == 0.05 and configured.prev_perturb == 0.5  # serving's zoom_far
 
 
 def test_kind_weights_option_is_parsed_and_checked(capsys):
@@ -91,3 +94,58 @@ def test_kind_weights_option_is_parsed_and_checked(capsys):
         assert train.main(["--engine", "--out", "unused.pt", "--kind-weights", bad,
                            "--maps-cache", os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz")]) == 2
         assert "--kind-weights" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("zoom_far", [None, 0.05])
+def test_click_simulation_zooms_in_from_the_first_corrective_click_as_serving_does(zoom_far):
+    """With zoom_far, rounds after the first see the box serving's zoom-in shows, target included."""
+    from types import SimpleNamespace
+
+    from lib.trainers.click_simulation import ClickSimulation
+
+    class ClickedDisks(torch.nn.Module):  # a network whose mask is its positive clicks' disks
+        def forward(self, x):
+            return 10 * x[:, 1:2] - 5
+
+    label = torch.zeros(2, 1, 64, 64)
+    label[0, 0, 10:20, 40:52] = 1
+    label[1, 0, 30:44, 8:20] = 1
+    seen = {}
+    engine = SimpleNamespace(state=SimpleNamespace(device=torch.device("cpu")), network=ClickedDisks(),
+                             _iteration=lambda engine, batch: seen.update(batch))
+    ClickSimulation(max_rounds=1, self_loop=True, train=False, zoom_far=zoom_far)(
+        engine, {"image": torch.rand(2, 1, 64, 64), "label": label.clone()})
+    assert seen["image"].shape == (2, 5, 64, 64)  # image, two disk maps, previous mask and logits
+    areas = seen["label"].sum(dim=(1, 2, 3)) / label.sum(dim=(1, 2, 3))
+    if zoom_far is None:
+        assert torch.equal(seen["label"], label)
+    else:  # the box (clicks and mask grown 1.4x, at least 0.4 of the side) shows the target ~2.5x larger
+        assert (areas > 4).all()
+        positive = seen["image"][:, 1] > 0.5
+        assert (positive & (seen["label"][:, 0] > 0)).flatten(1).any(1).all()  # the clicks still lie on it
+
+
+def test_click_simulation_meets_a_perturbed_target_as_the_previous_mask():
+    """prev_perturb: the last round starts from the target a few pixels off, and clicks on its errors."""
+    from types import SimpleNamespace
+
+    from lib.evaluation import dice
+    from lib.trainers.click_simulation import ClickSimulation
+
+    class ClickedDisks(torch.nn.Module):
+        def forward(self, x):
+            return 10 * x[:, 1:2] - 5
+
+    label = torch.zeros(4, 1, 64, 64)
+    label[:, 0, 20:44, 16:40] = 1
+    seed = next(s for s in range(100) if np.random.default_rng(s).integers(0, 2) == 1)  # one corrective round
+    scores = {}
+    for share in (0.0, 1.0):
+        seen = {}
+        engine = SimpleNamespace(state=SimpleNamespace(device=torch.device("cpu")), network=ClickedDisks(),
+                                 _iteration=lambda engine, batch: seen.update(batch))
+        ClickSimulation(max_rounds=1, train=True, seed=seed, prev_perturb=share)(
+            engine, {"image": torch.rand(4, 1, 64, 64), "label": label.clone()})
+        previous = seen["image"][:, 3].numpy() > 0.5  # the previous-mask channel
+        scores[share] = [dice(label[b, 0].numpy() > 0, previous[b]) for b in range(4)]
+    assert max(scores[0.0]) < 0.6 < min(scores[1.0])  # the network's own disks, then the target a few pixels off

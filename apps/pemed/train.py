@@ -83,6 +83,15 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--palm-scale", choices=sorted(PALM_SCALES), default=None,
                    help=f"PALM attention scale, 1/d_k or 1/sqrt(d_k) (default: {DEFAULT_PALM_SCALE}, or the --init checkpoint's)")
+    p.add_argument("--zoom-far", type=float, default=None,
+                   help="train corrective rounds in serving's zoom-in view, with this zoom_far (serving's: 0.05); "
+                        "unset: every round in the image's frame, as the default v2 was trained")
+    p.add_argument("--prev-perturb", type=float, default=0.0,
+                   help="share of samples whose last corrective round starts from their target grown, shrunk or "
+                        "shifted by a few pixels (ClickSimulation)")
+    p.add_argument("--prev-gain", type=float, default=None,
+                   help="the network's gain on a corrective step's previous logits (stored in the checkpoint; "
+                        "default: the --init checkpoint's, else 1)")
     p.add_argument("--crop-prob", type=float, default=0.5,
                    help="share of training samples cropped around the target, as zoom-in shows them")
     args = p.parse_args(argv)
@@ -116,6 +125,8 @@ def main(argv=None) -> int:
             network.load_state_dict(state)
     else:
         network = PEMEDNet(1, ABLATIONS[args.modules], palm_scale=args.palm_scale or DEFAULT_PALM_SCALE)
+    if args.prev_gain is not None:
+        network.prev_gain = args.prev_gain
     out = os.path.abspath(args.out)
     run_dir = os.path.splitext(out)[0] + "_run"
     resume_path = os.path.splitext(out)[0] + ".resume.pt"
@@ -124,7 +135,7 @@ def main(argv=None) -> int:
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,
                       exclude_labels=HELD_OUT_VALUES if args.exclude_held_out else (), lr=args.lr,
                       crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed,
-                      num_workers=args.workers, tracking=None,
+                      num_workers=args.workers, zoom_far=args.zoom_far, prev_perturb=args.prev_perturb, tracking=None,
                       amp=args.device.startswith("cuda"), train_save_interval=10 ** 9)
     request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
                "device": args.device, "train_ds": datalist, "val_split": args.val_split,
@@ -137,7 +148,7 @@ def main(argv=None) -> int:
     stats = task(request, datastore)
     wall = time.time() - start
     card = {"command": " ".join(["python", "apps/pemed/train.py"] + (argv if argv is not None else sys.argv[1:])),
-            "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "init": args.init,
+            "modules": args.modules, "epochs": args.epochs, "crop_prob": args.crop_prob, "zoom_far": args.zoom_far, "prev_perturb": args.prev_perturb, "prev_gain": network.prev_gain, "init": args.init,
             "kind_weights": engine.kind_weights if engine is not None else None,
             "palm_scale": network.palm_scale,
             "batch": args.batch, "lr": args.lr, "size": args.size,

@@ -85,6 +85,10 @@ class PEMED(TaskConfig):
         self.replay_maps = "" if replay.lower() == "none" else replay
         self.replay_share = float(conf.get("pemed_train_replay", 0.5))
         self.train_rounds = int(conf.get("pemed_train_rounds", 3))
+        # corrective rounds in the view serving shows them in (its zoom-in box), while serving zooms in
+        train_zoom = str(conf.get("pemed_train_zoom", "false")).lower() == "true" and self.serve["zoom_in"]
+        self.train_zoom_far = self.serve["zoom_far"] if train_zoom else None
+        self.train_prev_perturb = float(conf.get("pemed_train_prev_perturb", 0.0))
         parts = conf.get("pemed_train_parts", "all")
         self.train_parts = None if parts == "all" else [p.strip() for p in parts.split(",") if p.strip()]
         tolerance = str(conf.get("pemed_publish_gate", "0.01")).lower()
@@ -120,6 +124,8 @@ class PEMED(TaskConfig):
             trainable=self.train_parts,
             gate=self.gate,
             freeze_norm_statistics=True,  # a few labels' batches must not re-estimate them
+            zoom_far=self.train_zoom_far,
+            prev_perturb=self.train_prev_perturb,
             amp=torch.cuda.is_available(),
             tracking=None,
         )

@@ -59,12 +59,16 @@ ABLATIONS: Dict[str, PEMEDModules] = {
 }
 
 
-def network_input(image: torch.Tensor, maps: torch.Tensor, prev_logits: Optional[torch.Tensor]) -> torch.Tensor:
+def network_input(image: torch.Tensor, maps: torch.Tensor, prev_logits: Optional[torch.Tensor],
+                  gain: float = 1.0) -> torch.Tensor:
     """The network's input from (B, C, H, W) images, (B, 2, H, W) disk maps and the previous logits
-    (None: no previous interaction, so an empty previous mask and zero logits)."""
+    (None: no previous interaction, so an empty previous mask and zero logits), times ``gain``: a
+    corrective click's step reads the previous answer at the network's ``prev_gain`` (the Self-Loop
+    pass at 1), so a network trained so keeps a confident mask where no click says otherwise."""
     if prev_logits is None:
         prev_mask = prev_logits = torch.zeros_like(maps[:, :1])
     else:
+        prev_logits = prev_logits * gain if gain != 1.0 else prev_logits
         prev_mask = torch.sigmoid(prev_logits)
     return torch.cat([image, maps, prev_mask, prev_logits], dim=1)
 
@@ -135,8 +139,9 @@ class TSIP(nn.Module):
 
 class PEMEDNet(nn.Module):
     def __init__(self, in_channels: int = 1, modules: PEMEDModules = PEMEDModules(), cfg: MiTConfig = MiTConfig(),
-                 palm_scale: str = DEFAULT_PALM_SCALE):
+                 palm_scale: str = DEFAULT_PALM_SCALE, prev_gain: float = 1.0):
         super().__init__()
+        self.prev_gain = float(prev_gain)  # network_input's gain on a corrective step's previous logits
         if palm_scale not in PALM_SCALES:
             raise ValueError(f"palm_scale must be one of {sorted(PALM_SCALES)}, got {palm_scale!r}")
         self.in_channels = in_channels
@@ -158,7 +163,7 @@ class PEMEDNet(nn.Module):
     def describe(self) -> dict:
         """What a checkpoint needs to rebuild this network."""
         return {"in_channels": self.in_channels, "modules": asdict(self.switches), "mit": asdict(self.cfg),
-                "palm_scale": self.palm_scale}
+                "palm_scale": self.palm_scale, "prev_gain": self.prev_gain}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.in_channels
@@ -193,4 +198,4 @@ def build_pemed(description: dict) -> PEMEDNet:
     """Rebuild a network from ``PEMEDNet.describe()`` (stored in every checkpoint)."""
     mit = {k: tuple(v) if isinstance(v, list) else v for k, v in description.get("mit", {}).items()}
     return PEMEDNet(description.get("in_channels", 1), PEMEDModules(**description.get("modules", {})), MiTConfig(**mit),
-                    description.get("palm_scale", "d"))
+                    description.get("palm_scale", "d"), description.get("prev_gain", 1.0))

@@ -62,7 +62,8 @@ class PEMEDTrain(BasicTrainTask):
                  resume_path: str = "", seed: Optional[int] = None, num_workers: int = 0,
                  publish_each_epoch: bool = True, replay_maps: str = "", replay_share: float = 0.5,
                  trainable: Optional[Sequence[str]] = None, gate: Optional[PublishGate] = None,
-                 freeze_norm_statistics: bool = False, description: str = "Train PE-MED with iterative click simulation", **kwargs):
+                 freeze_norm_statistics: bool = False, zoom_far: Optional[float] = None, prev_perturb: float = 0.0,
+                 description: str = "Train PE-MED with iterative click simulation", **kwargs):
         self._network = network
         self.engine = engine
         self.resume_path = resume_path
@@ -75,6 +76,8 @@ class PEMEDTrain(BasicTrainTask):
         self.exclude_labels = tuple(int(v) for v in exclude_labels)
         self.max_rounds = max_rounds
         self.crop_prob = crop_prob  # share of training samples cropped around the target (zoom-in's view)
+        self.zoom_far = zoom_far  # not None: corrective rounds in serving's zoom-in view (ClickSimulation)
+        self.prev_perturb = prev_perturb  # share of last rounds on a perturbed target as the previous mask
         self.lr, self.lr_step_fraction, self.lr_gamma = lr, lr_step_fraction, lr_gamma
         self.pemed_publish_path = publish_path
         self.publish_each_epoch = publish_each_epoch
@@ -228,11 +231,13 @@ class PEMEDTrain(BasicTrainTask):
 
     def train_iteration_update(self, context: Context):
         self._click_simulation = ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=True,
-                                                 seed=self.seed)
+                                                 seed=self.seed, zoom_far=self.zoom_far,
+                                                 prev_perturb=self.prev_perturb, prev_gain=self._network.prev_gain)
         return self._click_simulation
 
     def val_iteration_update(self, context: Context):
-        return ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=False)
+        return ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=False, zoom_far=self.zoom_far,
+                               prev_gain=self._network.prev_gain)
 
     def train_handlers(self, context: Context):
         handlers = super().train_handlers(context)

@@ -1,15 +1,16 @@
 """The learning curve of continual fine-tuning, through the running server: nobody calls /train.
 
-    python benchmarks/continual_curve.py [--out benchmarks/results/continual] [--counts 1,2,4,8]
+    python benchmarks/continual_curve.py [--structure putamen|thalamus] [--out benchmarks/results/continual]
+                                         [--counts 1,2,4,8]
 
-A structure the default model was never trained on (the left putamen, AAL 73, one of the 16 held-out
-structures): its axial slices of the sample's ch2bet are saved one by one as final labels (0/1 masks,
-as an annotator's tool writes them; value 1 is also a held-out AAL value) to `monailabel
-start_server` on 127.0.0.1, which fine-tunes in the background after each batch of saves. After 1,
-2, 4 and 8 saved slices the published model is measured, with the NoC protocol (20 clicks), on the
-held-back slices: the right putamen (AAL 74) on every axial slice where it covers >= 30 pixels, a
-structure of the same kind no saved label shows (its slices are the same images, labelled on the
-left only). The model's figures on what it already knew (the eval set's lesions and large objects,
+A structure the default model was never trained on (the left putamen, AAL 73, or the left thalamus,
+AAL 77: held-out structures): its axial slices of the sample's ch2bet are saved one by one as final
+labels (0/1 masks, as an annotator's tool writes them; value 1 is also a held-out AAL value) to
+`monailabel start_server` on 127.0.0.1, which fine-tunes in the background after each batch of saves.
+After 1, 2, 4 and 8 saved slices the published model is measured, with the NoC protocol (20 clicks),
+on the held-back slices: the same structure of the right side (AAL 74 or 78) on every axial slice
+where it covers >= 30 pixels, a structure of the same kind no saved label shows (its slices are the
+same images, labelled on the left only). The model's figures on what it already knew (the eval set's lesions and large objects,
 `--known`) show whether it forgets. A run's model serves only if the publish gate lets it through
 (lib/trainers/publish_gate.py); otherwise the served model, and its figures, stay. Also printed:
 seconds from the last save to the new model serving, the gate's figures, and NoC@90's change from the
@@ -36,26 +37,28 @@ import evaluate  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 
 SAMPLE = os.path.join(ROOT, "datasets", "sample")
-POOL_SLICES = (74, 66, 82, 70, 78, 63, 86, 72)  # axial slices of the left putamen, saved in this order
-LEARNT, HELD_BACK = 73, 74  # AAL values: Putamen_L (saved), Putamen_R (measured)
+# name: (AAL value saved, AAL value measured, the saved structure's axial slices in the order they are saved)
+STRUCTURES = {"putamen": (73, 74, (74, 66, 82, 70, 78, 63, 86, 72)),
+              "thalamus": (77, 78, (79, 74, 85, 71, 82, 76, 88, 73))}
 
 
 def write_slice(path: str, array: np.ndarray, dtype) -> None:
     nib.save(nib.Nifti1Image(np.asarray(array).astype(dtype), np.eye(4)), path)
 
 
-def build(work: str):
+def build(work: str, structure: str = "putamen"):
     """Studies folder of the pool's slices (no labels yet), the annotator's masks, and the held-back set."""
+    learnt, held_back, pool = STRUCTURES[structure]
     image = np.asanyarray(nib.load(os.path.join(SAMPLE, "volumes", "ch2bet.nii.gz")).dataobj).astype(np.float32)
     atlas = np.asanyarray(nib.load(os.path.join(SAMPLE, "volumes", "labels", "final", "ch2bet.nii.gz")).dataobj)
     studies, masks, held = (os.path.join(work, d) for d in ("studies", "drawn", "held_back"))
     for d in (studies, masks, os.path.join(held, "labels", "final")):
         os.makedirs(d, exist_ok=True)
-    for z in POOL_SLICES:
+    for z in pool:
         write_slice(os.path.join(studies, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
-        write_slice(os.path.join(masks, f"ax_{z:03d}.nii.gz"), atlas[:, :, z] == LEARNT, np.uint8)
+        write_slice(os.path.join(masks, f"ax_{z:03d}.nii.gz"), atlas[:, :, z] == learnt, np.uint8)
     for z in range(image.shape[2]):
-        target = atlas[:, :, z] == HELD_BACK
+        target = atlas[:, :, z] == held_back
         if target.sum() >= 30:
             write_slice(os.path.join(held, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
             write_slice(os.path.join(held, "labels", "final", f"ax_{z:03d}.nii.gz"), target, np.uint8)
@@ -114,6 +117,7 @@ def headline(summary: dict) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--structure", default="putamen", choices=sorted(STRUCTURES))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "continual"))
     p.add_argument("--counts", default="1,2,4,8")
     p.add_argument("--known", default="lesions,large", help="eval-set groups measured after each run ('' to skip)")
@@ -127,7 +131,8 @@ def main(argv=None) -> int:
     if args.keep_models:
         os.makedirs(args.keep_models, exist_ok=True)
     work = tempfile.mkdtemp(prefix="pemed_continual_")
-    studies, masks, held = build(work)
+    studies, masks, held = build(work, args.structure)
+    learnt, held_back, pool = STRUCTURES[args.structure]
     app = copy_app(os.path.join(work, "app"))
     shutil.copy(os.path.join(SAMPLE, "colin27_maps.npz"), os.path.join(app, "model", "colin27_maps.npz"))
     published_path = os.path.join(app, "model", "pemed_finetuned.pt")
@@ -140,7 +145,7 @@ def main(argv=None) -> int:
     with LocalServer(app, studies, os.path.join(args.out, "server.log"), conf=conf) as server:
         saved, serving, runs = 0, os.path.join(app, "model", "pemed.pt"), 0
         for k in counts:
-            for z in POOL_SLICES[saved:k]:
+            for z in pool[saved:k]:
                 name = f"ax_{z:03d}"
                 with open(os.path.join(masks, name + ".nii.gz"), "rb") as f:
                     r = requests.put(f"{server.url}/datastore/label?image={name}&tag=final",
@@ -169,7 +174,7 @@ def main(argv=None) -> int:
                               "gate": row["gate"], "held_back": headline(row["held_back"])}), flush=True)
         info = requests.get(f"{server.url}/info/", timeout=10).json()
     report = {"command": "python benchmarks/continual_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "conf": conf, "pool_slices": POOL_SLICES, "learnt": LEARNT, "held_back": HELD_BACK,
+              "conf": conf, "structure": args.structure, "pool_slices": pool, "learnt": learnt, "held_back": held_back,
               "continual_training": info.get("continual_training"),
               "rows": [{"saved": r["saved"], "published": r.get("published", True), "gate": r.get("gate"),
                         "save_to_serving_s": r.get("save_to_serving_s"),
@@ -200,10 +205,11 @@ def plot(report: dict, path: str) -> None:
 
     saved = [r["saved"] for r in report["rows"]]
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(saved, [r["held_back"]["noc90"] for r in report["rows"]], marker="o", label="right putamen (held back)")
+    name = report.get("structure", "putamen")
+    ax.plot(saved, [r["held_back"]["noc90"] for r in report["rows"]], marker="o", label=f"right {name} (held back)")
     for group in report["rows"][0]["known"]:
         ax.plot(saved, [r["known"][group]["noc90"] for r in report["rows"]], marker="s", ls="--", label=f"eval set: {group}")
-    ax.set(xlabel="labelled slices saved (left putamen)", ylabel="NoC@90 (20 = not reached)", ylim=(0, 20.5),
+    ax.set(xlabel=f"labelled slices saved (left {name})", ylabel="NoC@90 (20 = not reached)", ylim=(0, 20.5),
            xticks=saved, title="continual fine-tuning, nobody calls /train")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     chain = Compose(PEMEDTrain(os.path.join(work, "run"), net, os.path.join(work, "out.pt"), tracking=None)
                     ._pre_transforms(augment=False))
     items = [chain({"image": os.path.join(studies, f"ax_{z:03d}.nii.gz"), "label": os.path.join(masks, f"ax_{z:03d}.nii.gz")})
-             for z in continual_curve.POOL_SLICES]
+             for z in continual_curve.STRUCTURES["putamen"][2]]
     image = torch.stack([torch.as_tensor(np.asarray(d["image"])) for d in items])
     label = torch.stack([torch.as_tensor(np.asarray(d["label"])) for d in items]).float()
     gts = [g[0].numpy() > 0.5 for g in label]

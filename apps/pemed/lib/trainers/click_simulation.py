@@ -12,7 +12,8 @@ the box serving would show (``zoom_box``: around the previous mask and the click
 previous logits, clicks and target cut out and resized to the network size. Without it every round
 stays in the image's frame, and the step serving takes at its second click (a coarse previous mask
 from the whole image, seen up close) is never trained: the default v2 lost Dice there (0.706 ->
-0.613 at click 2 on the right thalamus's axial slices) and fine-tuning made it worse (-> 0.335).
+0.613 at click 2 on the right thalamus's axial slices) and a fine-tuning run made it worse (-> 0.335;
+-> 0.425 with the run's rounds zoomed).
 
 With ``prev_perturb`` > 0, in training that share of the samples that have corrective rounds meets, at
 its last round, a previous mask made from its target instead of the network's own: grown, shrunk or
@@ -20,6 +21,8 @@ shifted by 1-3 pixels, as logits ramping across its edge up to a random confiden
 click on its errors. That is the state of late clicks (a mask close to the outline, a click on a thin
 error band) which a network's own early masks rarely show it: the default v2, given the target grown
 by 2 pixels and a negative click on the band, answered with Dice 0.69 from 0.83 (right thalamus).
+Corrective passes read the previous logits at the network's ``prev_gain`` (as serving does), the
+Self-Loop pass as they are.
 
 In evaluation mode the clicks follow the NoC protocol (deterministic) with ``max_rounds`` corrective
 clicks, so the validation Dice is the Dice after 1 + max_rounds clicks.

@@ -2,7 +2,7 @@
 
     python benchmarks/correction_probe.py --studies FOLDER [--model M] [--magnitude 4]
 
-Two probes, with the app's serving settings:
+Two probes, with the app's serving settings and its intensity normalisation:
 - the second click: the NoC protocol's first click, then its second; the masks' areas against the
   target's, the second click's sign and Dice before and after it (a second click should not undo the
   first);
@@ -29,6 +29,7 @@ from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.evaluation import dice  # noqa: E402
 from lib.predictor import SERVE_DEFAULTS, PEMEDPredictor  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
+from lib.transforms.transforms import AUTO, normalize_intensity  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     for path in sorted(glob.glob(os.path.join(args.studies, "*.nii.gz"))):
         image, label = evaluate.load_pair(path, os.path.join(args.studies, "labels", "final", os.path.basename(path)))
         gt = label > 0
-        predictor.set_image(image)
+        predictor.set_image(normalize_intensity(image, AUTO))  # as evaluate.py and the server do
         first = next_eval_click(gt, np.zeros_like(gt))
         one = predictor.predict([first])
         mask1 = one.mask()

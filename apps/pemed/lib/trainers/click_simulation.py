@@ -20,7 +20,7 @@ its last round, a previous mask made from its target instead of the network's ow
 shifted by 1-3 pixels, as logits ramping across its edge up to a random confidence, and one corrective
 click on its errors. That is the state of late clicks (a mask close to the outline, a click on a thin
 error band) which a network's own early masks rarely show it: the default v2, given the target grown
-by 2 pixels and a negative click on the band, answered with Dice 0.69 from 0.83 (right thalamus).
+by 2 pixels and a negative click on the band, answered with Dice 0.70 from 0.84 (right thalamus).
 Corrective passes read the previous logits at the network's ``prev_gain`` (as serving does), the
 Self-Loop pass as they are.
 

@@ -102,7 +102,7 @@ class ClickSimulation:
             mask = perturbed_mask(g, self.rng)
             logits = mask_logits(mask, self.rng)
             prev_logits[b, 0] = torch.as_tensor(logits, dtype=prev_logits.dtype, device=prev_logits.device)
-            new = self.sampler.corrective(g, 1 / (1 + np.exp(-logits)), clicks[b])
+            new = self.sampler.corrective(g, mask.astype(np.float32), clicks[b])
             if new is not None:
                 clicks[b].append(new)
         return prev_logits
@@ -122,13 +122,13 @@ class ClickSimulation:
 
         network = engine.network
         was_training = network.training
-        prev_logits, zoomed = None, False
+        prev_logits, corrected = None, False  # corrected: a corrective click round has run
         passes = (1 if self.self_loop else 0) + rounds
         if passes:
             network.eval()
             with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda" and bool(getattr(engine, "amp", False))):
                 for i in range(passes):
-                    gain = 1.0 if self.self_loop and i <= 1 else self.prev_gain  # the Self-Loop pass reads M0 as is
+                    gain = self.prev_gain if corrected else 1.0  # the Self-Loop pass reads M0 as is
                     prev_logits = network(self._inputs(image, clicks, prev_logits, gain)).float()
                     if self.self_loop and i == 0:
                         continue  # the Self-Loop pass adds no click
@@ -138,14 +138,13 @@ class ClickSimulation:
                                else next_eval_click(g, p > 0.5, clicks[b]))
                         if new is not None:
                             clicks[b].append(new)
-                    if self.zoom_far is not None and not zoomed:  # serving zooms in from the second click
+                    if self.zoom_far is not None and not corrected:  # serving zooms in from the second click
                         image, labels, clicks, prev_logits = self._zoom(image, labels, clicks, prev_logits)
                         gts = [g[0].cpu().numpy() > 0.5 for g in labels]
-                        zoomed = True
+                    corrected = True
             network.train(was_training)
-        if self.train and rounds and self.prev_perturb > 0:
+        if self.train and corrected and self.prev_perturb > 0:
             prev_logits = self._perturb(gts, clicks, prev_logits)
-        final_gain = self.prev_gain if rounds or not self.self_loop else 1.0  # a corrective step, or the Self-Loop's
-        batchdata["image"] = self._inputs(image, clicks, prev_logits, final_gain if prev_logits is not None else 1.0)
+        batchdata["image"] = self._inputs(image, clicks, prev_logits, self.prev_gain if corrected else 1.0)
         batchdata["label"] = labels
         return engine._iteration(engine, batchdata)

@@ -26,7 +26,7 @@ conf keys (``--conf key value`` on ``monailabel start_server``):
                      the share of draws replayed from the engine (defaults 6, 64, 1e-4, 0.5)
     pemed_train_rounds  the most corrective clicks the click simulation adds to a fine-tuning sample
                      (uniform from 0; default 3). More reach the late-click states the NoC protocol
-                     ends in, and leave fewer first-click states (README, "Learning from saved labels")
+                     ends in, and leave fewer first-click states (benchmarks/results/fine_tuning/NOTES.md)
     pemed_train_parts  the network's parts fine-tuning changes, comma-separated top-level module names
                      (encoder, prompt_embed, palm_i, palm_o, tsip, decoder) or all (default all)
     pemed_publish_gate  a run's model replaces the served one only if, under the click protocol (mean

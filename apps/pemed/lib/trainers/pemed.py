@@ -261,7 +261,7 @@ class PEMEDTrain(BasicTrainTask):
 def keep_norm_statistics(network: torch.nn.Module) -> None:
     """BatchNorm layers normalise with the statistics the network was trained with, in training too,
     and keep them: batches of a few labels are no estimate of them. Measured on fine-tuning on the 8
-    putamen slices (README, "Learning from saved labels"): slightly better everywhere (NoC@90 held back
+    putamen slices (benchmarks/results/fine_tuning/NOTES.md): slightly better everywhere (NoC@90 held back
     13.38 against 13.54, lesions 5.46 against 5.67, large 4.25 against 4.56)."""
     def use_stored(module, args):
         module.training = False

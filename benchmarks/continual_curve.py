@@ -46,22 +46,36 @@ def write_slice(path: str, array: np.ndarray, dtype) -> None:
     nib.save(nib.Nifti1Image(np.asarray(array).astype(dtype), np.eye(4)), path)
 
 
+def load_sample():
+    """The sample's ch2bet and its AAL label map, as arrays."""
+    volumes = os.path.join(SAMPLE, "volumes")
+    image = np.asanyarray(nib.load(os.path.join(volumes, "ch2bet.nii.gz")).dataobj).astype(np.float32)
+    atlas = np.asanyarray(nib.load(os.path.join(volumes, "labels", "final", "ch2bet.nii.gz")).dataobj)
+    return image, atlas
+
+
+def write_structure_slices(folder: str, image: np.ndarray, target: np.ndarray) -> list:
+    """A studies folder of every axial slice holding >= 30 pixels of ``target``, with it as the final
+    label; the slices' indices."""
+    os.makedirs(os.path.join(folder, "labels", "final"), exist_ok=True)
+    zs = [z for z in range(image.shape[2]) if target[:, :, z].sum() >= 30]
+    for z in zs:
+        write_slice(os.path.join(folder, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
+        write_slice(os.path.join(folder, "labels", "final", f"ax_{z:03d}.nii.gz"), target[:, :, z], np.uint8)
+    return zs
+
+
 def build(work: str, structure: str = "putamen"):
     """Studies folder of the pool's slices (no labels yet), the annotator's masks, and the held-back set."""
     learnt, held_back, pool = STRUCTURES[structure]
-    image = np.asanyarray(nib.load(os.path.join(SAMPLE, "volumes", "ch2bet.nii.gz")).dataobj).astype(np.float32)
-    atlas = np.asanyarray(nib.load(os.path.join(SAMPLE, "volumes", "labels", "final", "ch2bet.nii.gz")).dataobj)
+    image, atlas = load_sample()
     studies, masks, held = (os.path.join(work, d) for d in ("studies", "drawn", "held_back"))
-    for d in (studies, masks, os.path.join(held, "labels", "final")):
+    for d in (studies, masks):
         os.makedirs(d, exist_ok=True)
     for z in pool:
         write_slice(os.path.join(studies, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
         write_slice(os.path.join(masks, f"ax_{z:03d}.nii.gz"), atlas[:, :, z] == learnt, np.uint8)
-    for z in range(image.shape[2]):
-        target = atlas[:, :, z] == held_back
-        if target.sum() >= 30:
-            write_slice(os.path.join(held, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
-            write_slice(os.path.join(held, "labels", "final", f"ax_{z:03d}.nii.gz"), target, np.uint8)
+    write_structure_slices(held, image, atlas == held_back)
     return studies, masks, held
 
 

@@ -14,9 +14,6 @@ import os
 import sys
 import tempfile
 
-import nibabel as nib
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "apps", "pemed"))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -32,20 +29,13 @@ def main(argv=None) -> int:
     p.add_argument("--structures", default=",".join(n for n in HELD_OUT if n.endswith("_R")))
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    volumes = os.path.join(continual_curve.SAMPLE, "volumes")
-    image = np.asanyarray(nib.load(os.path.join(volumes, "ch2bet.nii.gz")).dataobj).astype(np.float32)
-    atlas = np.asanyarray(nib.load(os.path.join(volumes, "labels", "final", "ch2bet.nii.gz")).dataobj)
+    image, atlas = continual_curve.load_sample()
     rows = []
     with tempfile.TemporaryDirectory() as work:
         for name in args.structures.split(","):
             target = atlas == AAL_LABELS[name]
-            zs = [z for z in range(image.shape[2]) if target[:, :, z].sum() >= 30]
             folder = os.path.join(work, name)
-            os.makedirs(os.path.join(folder, "labels", "final"))
-            for z in zs:
-                continual_curve.write_slice(os.path.join(folder, f"ax_{z:03d}.nii.gz"), image[:, :, z], np.float32)
-                continual_curve.write_slice(os.path.join(folder, "labels", "final", f"ax_{z:03d}.nii.gz"),
-                                            target[:, :, z], np.uint8)
+            zs = continual_curve.write_structure_slices(folder, image, target)
             out = os.path.join(work, name + ".json")
             assert evaluate.main(["--studies", folder, "--labels", "all", "--model", args.model, "--out", out]) == 0
             summary = json.load(open(out))

@@ -72,7 +72,7 @@ def test_without_a_label_the_clicks_keep_structures_apart(task_and_volume):
 
 
 def test_bad_3d_requests_are_refused(task_and_volume, tmp_path):
-    from lib.infers.pemed import InvalidRequest
+    from lib.errors import InvalidRequest
 
     task, path, _ = task_and_volume
     with pytest.raises(InvalidRequest, match="outside the volume"):

@@ -89,6 +89,28 @@ def test_raw_http_session_continues_and_resets(server):
     assert again["steps_run"] == 2
 
 
+def test_sessions_are_kept_per_client(server):
+    """Two clients on the same image, slice and label: neither continues nor rewinds the other's state."""
+    click, _ = structure_click(server["studies"])
+    away = [click[0] + 25, click[1], click[2]]
+    url = f"{server['url']}/infer/pemed?image=ch2bet&output=json"
+
+    def post(client_id, background):
+        params = {"foreground": [click], "background": background, "label": "shared", "client_id": client_id}
+        r = requests.post(url, files={"params": (None, json.dumps(params))}, timeout=60)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    post("a", [])
+    a = post("a", [away])
+    b = post("b", [])  # for one shared session this would be an undo of a's second click
+    again = post("a", [away])
+    assert a["steps_run"] == 1 and b["steps_run"] == 1 and b["clicks"] == 1
+    assert again["steps_run"] == 0 and again["clicks"] == 2  # a's session is as a left it
+    r = requests.post(url, files={"params": (None, json.dumps({"foreground": [click], "client": "a"}))}, timeout=30)
+    assert r.status_code == 400 and "client" in r.json()["detail"]
+
+
 def ohif_request(server, params):
     """A click as OHIF's MONAI Label panel sends it (output=image, NRRD as uint8, no label); returns
     the answer's size on the wire and its inflated bytes."""

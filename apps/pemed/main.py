@@ -21,7 +21,8 @@ from typing import Dict
 
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.datastore.dicom import DICOMWebDatastore
-from monailabel.interfaces.datastore import DefaultLabelTag
+from monailabel.datastore.local import LocalDatastore
+from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
@@ -35,7 +36,9 @@ from monailabel.utils.others.generic import name_to_device
 from lib.activelearning.uncertainty import MostUncertain, PEMEDUncertaintyScoring
 from lib.configs.pemed import PEMED
 from lib.continual import NewLabelWatcher, TrainingScheduler
-from lib.infers.pemed import InvalidRequest
+from lib import http_guards
+from lib.datastore import GuardedSaves, PEMEDDICOMWebDatastore, PEMEDLocalDatastore
+from lib.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +143,21 @@ class PEMEDApp(MONAILabelApp):
                          labels=labels)
         if str(conf.get("install_error_handlers", "true")).lower() == "true":
             install_error_handlers()
+            http_guards.install(int(float(conf.get("pemed_max_upload_mb", 1024)) * (1 << 20)))
             serve_nested_ohif_files()
             compress_responses()
+
+    def init_datastore(self) -> Datastore:
+        """MONAI Label's datastore for the study list, with the app's guards (lib/datastore.py): names
+        checked, uploads checked before they replace anything, replaced labels kept as versions."""
+        store = super().init_datastore()
+        if isinstance(store, DICOMWebDatastore):
+            store.__class__ = PEMEDDICOMWebDatastore  # adds methods only: the client MONAI Label built stays
+        elif type(store) is LocalDatastore:
+            store.__class__ = PEMEDLocalDatastore
+        if isinstance(store, GuardedSaves):
+            store.set_label_values(self.pemed.labels.values())
+        return store
 
     def on_init_complete(self):
         """Load and trace the networks before the first click arrives (it takes seconds on a CPU). On a
@@ -187,14 +203,18 @@ class PEMEDApp(MONAILabelApp):
         return {"random": Random(), "first": First(), "uncertainty": MostUncertain()}
 
     def infer(self, request, datastore=None):
-        """Unknown models and images are 404s, params that are not an object a 400."""
+        """Unknown models and images are 404s, params that are not an object a 400. Over HTTP an image
+        is a datastore id (lib/http_guards.py), never a path."""
         if not isinstance(request, dict):
             raise InvalidRequest("'params' must be a JSON object")
         model = request.get("model")
         if model not in self._infers:
             raise InvalidRequest(f"unknown model {model!r}; available: {sorted(self._infers)}", 404)
+        label = request.get("label")
+        if label is not None and (not isinstance(label, (str, int)) or isinstance(label, bool)):
+            raise InvalidRequest(f"'label' must be a structure name, got {type(label).__name__}")
         image = request.get("image")
-        if isinstance(image, str) and not os.path.exists(image):
+        if isinstance(image, str) and not os.path.exists(image):  # in-process callers pass paths
             store = datastore or self.datastore()
             if not store.get_image_uri(image):
                 raise InvalidRequest(f"unknown image id {image!r}", 404)

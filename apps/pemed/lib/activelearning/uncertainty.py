@@ -34,7 +34,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 
 from ..prompts.clicks import Click
 from ..background import yield_to_clicks
-from ..infers.pemed import InvalidRequest
+from ..errors import InvalidRequest
 from ..transforms.transforms import normalize_intensity
 
 logger = logging.getLogger(__name__)

@@ -1,21 +1,27 @@
 """The interactive PE-MED infer task (deepgrow-style clicks from OHIF and 3D Slicer).
 
 Request params:
-    foreground, background  lists of voxel indices ([x, y] or [x, y, z], as MONAI's loader returns the array)
+    foreground, background  lists of voxel indices ([x, y] or [x, y, z], as MONAI's loader returns the array),
+                            finite numbers, at most MAX_CLICKS points in all (each new one is a network step)
     label                   optional structure name; part of the session key (without it, as from OHIF,
                             the clicks themselves tell structures apart: SessionStore.key_for_clicks)
     axis                    for 3D images, the array axis the slice is taken along (default 2, the last)
     slice                   for 3D images, the slice to segment (default: the slice of the last click)
     reset_state             true to forget this (image, label, slice) session first
+    client_id               optional, the client's own name for itself (e.g. one per browser tab)
+Sessions are kept per client too: the server adds ``client`` (lib/http_guards.py: the signed-in user,
+the address the request came from and ``client_id``), so two users clicking the same image, slice
+and label never continue each other's state.
 On a 3D image the clicked slice is segmented and a volume-sized label with only that slice filled is
 returned; 2D images (PNG/JPEG, 2D NIfTI) are segmented directly.
 
-Between requests the task keeps, per (image, label, axis, slice), the clicks and the logits after
+Between requests the task keeps, per (client, image, label, axis, slice), the clicks and the logits after
 each click (prompts.session): TSIP and the previous-mask channel read them, and the first click of a
 session runs the Self-Loop.
 """
 
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -30,6 +36,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from ..checkpoint import load_checkpoint
+from ..errors import InvalidRequest
 from ..predictor import PEMEDPredictor
 from ..prompts.clicks import Click, clicks_by_slice
 from ..prompts.session import SessionStore
@@ -38,14 +45,6 @@ from ..transforms.transforms import AUTO, detect_modality, normalize_intensity
 logger = logging.getLogger(__name__)
 
 RGB_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-
-
-class InvalidRequest(ValueError):
-    """A request the client must fix; ``status`` is the HTTP status the server answers with."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
 
 
 class ImageCache:
@@ -83,15 +82,24 @@ class ImageCache:
         return item
 
 
+MAX_CLICKS = 100  # points in one request: each new one is a network step, so a request's time is bounded
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def parse_points(value: Any, name: str, ndim: int) -> List[Tuple[int, ...]]:
     if value is None or value == "":
         return []
     if not isinstance(value, (list, tuple)):
         raise InvalidRequest(f"'{name}' must be a list of [x, y{', z' if ndim == 3 else ''}] points")
+    if len(value) > MAX_CLICKS:
+        raise InvalidRequest(f"'{name}' holds {len(value)} points; at most {MAX_CLICKS} are taken in one request", 413)
     points = []
     for p in value:
-        if not isinstance(p, (list, tuple)) or len(p) < ndim or not all(isinstance(v, (int, float)) for v in p[:ndim]):
-            raise InvalidRequest(f"'{name}' point {p!r} is not a list of {ndim} numbers")
+        if not isinstance(p, (list, tuple)) or len(p) < ndim or not all(is_number(v) for v in p[:ndim]):
+            raise InvalidRequest(f"'{name}' point {str(p)[:80]} is not a list of {ndim} numbers, each finite")
         points.append(tuple(int(round(v)) for v in p[:ndim]))
     return points
 
@@ -102,8 +110,8 @@ def int_param(data: Dict[str, Any], name: str, default: Optional[int]) -> Option
         return value
     try:
         return int(value)
-    except (TypeError, ValueError):
-        raise InvalidRequest(f"'{name}' must be an integer, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidRequest(f"'{name}' must be an integer, got {str(value)[:80]}") from None
 
 
 def parse_clicks(data: Dict[str, Any], spatial: Sequence[int], what: str = "image"):
@@ -112,6 +120,8 @@ def parse_clicks(data: Dict[str, Any], spatial: Sequence[int], what: str = "imag
     bg = parse_points(data.get("background"), "background", len(spatial))
     if not fg and not bg:
         raise InvalidRequest("no clicks: send at least one 'foreground' or 'background' point")
+    if len(fg) + len(bg) > MAX_CLICKS:
+        raise InvalidRequest(f"{len(fg) + len(bg)} clicks; at most {MAX_CLICKS} are taken in one request", 413)
     for p in fg + bg:
         if any(not 0 <= v < s for v, s in zip(p, spatial)):
             raise InvalidRequest(f"click {list(p)} lies outside the {what} (shape {list(spatial)})")
@@ -233,7 +243,7 @@ class PEMEDInfer(BasicInferTask):
         with self._lock:
             predictor = self.predictor(str(device))
             predictor.set_image(image)
-            key = (data.get("image"), str(data.get("label") or ""), axis, index)
+            key = (str(data.get("client") or ""), data.get("image"), str(data.get("label") or ""), axis, index)
             if not data.get("label"):  # OHIF: the clicks tell its structures apart
                 key = self.sessions.key_for_clicks(key, clicks)
             session = self.sessions.get(key, reset=bool_param(data, "reset_state"))

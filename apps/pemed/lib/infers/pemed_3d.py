@@ -16,11 +16,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import InvalidRequest
 from ..prompts.clicks import Click, clicks_by_slice
 from ..prompts.session import matching_key
 from ..propagation import SliceResult, propagate, segment_anchor, to_volume
 from ..transforms.transforms import AUTO, normalize_intensity
-from .pemed import InvalidRequest, PEMEDInfer, axis_param, bool_param, parse_clicks
+from .pemed import PEMEDInfer, axis_param, bool_param, parse_clicks
 
 
 NEAR_SLICES = 2  # a first click this close to the propagated slices starts from the nearest one
@@ -68,7 +69,7 @@ class PEMED3DInfer(PEMEDInfer):
             return normalize_intensity(np.take(array, index, axis=axis), modality)
 
         by_slice = clicks_by_slice(fg, bg, axis)
-        key = (data.get("image"), str(data.get("label") or ""), axis)
+        key = (str(data.get("client") or ""), data.get("image"), str(data.get("label") or ""), axis)
         with self._lock:
             predictor = self.predictor(str(device))
             if not data.get("label"):  # OHIF: the clicks tell its structures apart

@@ -36,7 +36,7 @@ from monailabel.utils.others.generic import name_to_device
 from lib.activelearning.uncertainty import MostUncertain, PEMEDUncertaintyScoring
 from lib.configs.pemed import PEMED
 from lib.continual import NewLabelWatcher, TrainingScheduler
-from lib import http_guards
+from lib import auth, http_guards
 from lib.datastore import GuardedSaves, PEMEDDICOMWebDatastore, PEMEDLocalDatastore
 from lib.errors import InvalidRequest
 
@@ -143,6 +143,7 @@ class PEMEDApp(MONAILabelApp):
                          labels=labels)
         if str(conf.get("install_error_handlers", "true")).lower() == "true":
             install_error_handlers()
+            auth.install()
             http_guards.install(int(float(conf.get("pemed_max_upload_mb", 1024)) * (1 << 20)))
             serve_nested_ohif_files()
             compress_responses()

@@ -19,8 +19,13 @@ def save_checkpoint(path: str, network: PEMEDNet, meta: Optional[dict] = None, h
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    torch.save({"network": network.describe(), "model": state, "meta": meta or {}}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"network": network.describe(), "model": state, "meta": meta or {}}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):  # a full disk leaves half a file: never keep it
+            os.remove(tmp)
+        raise
 
 
 def load_checkpoint(path: str, device: str = "cpu") -> Tuple[PEMEDNet, dict]:

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import requests
 
@@ -26,10 +26,11 @@ def copy_app(dest: str, checkpoint: Optional[str] = None) -> str:
 
 class LocalServer:
     def __init__(self, app: str, studies: str, log_path: str, timeout_s: float = 180.0,
-                 conf: Optional[Dict[str, str]] = None, port: int = 0):
+                 conf: Optional[Dict[str, str]] = None, port: int = 0, wrap: Sequence[str] = ()):
         self.app, self.studies, self.log_path, self.timeout_s = app, studies, log_path, timeout_s
         self.port = port  # 0: a free one
         self.conf = conf or {}
+        self.wrap = list(wrap)  # a command the server runs under (e.g. unshare), its own command appended
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
 
@@ -42,14 +43,14 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{port}"
         env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(["monailabel", "start_server", "--app", self.app, "--studies", self.studies,
+        self.proc = subprocess.Popen(self.wrap + ["monailabel", "start_server", "--app", self.app, "--studies", self.studies,
                                       "--host", "127.0.0.1", "--port", str(port)]
                                      + [a for k, v in self.conf.items() for a in ("--conf", k, str(v))],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + self.timeout_s
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
-                if requests.get(f"{self.url}/info/", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}/info/", timeout=2).status_code in (200, 401):  # 401: up, signed-in only
                     return self
             except requests.ConnectionError:
                 pass

@@ -19,11 +19,13 @@ epoch, iteration and every random state (torch, numpy, Python, the transforms', 
 
 import copy
 import dataclasses
+import errno
 import hashlib
 import logging
 import math
 import os
 import random
+import shutil
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -209,6 +211,15 @@ class PEMEDTrain(BasicTrainTask):
         replayed = [DataEngined(replay), to_tensors] + (spatial_aug if augment else []) + to_network
         return [_EitherSourced(Compose(replayed), Compose(saved))]
 
+    def __call__(self, request, datastore):
+        """A run that fails says why in its last log line, which the train status shows (a full or
+        unwritable model folder by name and free space), and leaves the served model as it was."""
+        try:
+            return super().__call__(request, datastore)
+        except Exception as e:
+            raise RuntimeError(f"PE-MED: training failed, the served model stays: "
+                               f"{failure_reason(e, os.path.dirname(os.path.abspath(self.pemed_publish_path)))}") from e
+
     def train_pre_transforms(self, context: Context):
         return self._pre_transforms(augment=True)
 
@@ -298,6 +309,19 @@ class _EitherSourced(Randomizable, MapTransform):
         return {"image": d["image"], "label": d["label"]}
 
 
+def failure_reason(error: Exception, folder: str) -> str:
+    """A training failure in words, the model folder's state first when that is the cause."""
+    try:
+        free_mb = shutil.disk_usage(folder).free / 2 ** 20
+    except OSError:
+        free_mb = float("nan")
+    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or free_mb < 64:
+        return f"the model folder {folder} is full ({free_mb:.1f} MB free): {type(error).__name__}: {error}"
+    if isinstance(error, PermissionError) or not os.access(folder, os.W_OK):
+        return f"the model folder {folder} cannot be written: {type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
 def stable_validation(item: dict, val_split: float) -> bool:
     """Does this datalist item belong to validation? Decided by a hash of its image's file name (or of
     the item), the same in every run."""
@@ -367,7 +391,11 @@ class _PublishPEMED:
             meta["gate"] = gate
         if self.context.evaluator is not None:
             meta["val_mean_dice"] = self.context.evaluator.state.metrics.get(BasicTrainTask.VAL_METRIC_MEAN_DICE)
-        save_checkpoint(self.path, net, meta)
+        try:
+            save_checkpoint(self.path, net, meta)
+        except OSError as e:
+            raise RuntimeError(f"PE-MED: not published, cannot write {self.path} ({e}); the served model "
+                               f"stays") from e
         logger.info(f"PE-MED checkpoint written to {self.path}: {meta}")
 
 

@@ -19,6 +19,8 @@ import os
 import sys
 from typing import Dict
 
+import requests
+
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import LocalDatastore
@@ -60,6 +62,12 @@ def install_error_handlers() -> None:
     api.add_exception_handler(InvalidRequest, lambda request, e: reply(e.status, str(e)))
     api.add_exception_handler(json.JSONDecodeError,
                               lambda request, e: reply(400, f"'params' must be a JSON object: {e}"))
+    api.add_exception_handler(
+        requests.ConnectionError,
+        lambda request, e: reply(503, f"a server this app reads from cannot be reached (the DICOMweb study list?): "
+                                      f"{type(e).__name__}"))
+    api.add_exception_handler(
+        requests.Timeout, lambda request, e: reply(503, "a server this app reads from did not answer in time"))
     api.add_exception_handler(
         MONAILabelException,
         lambda request, e: reply(400 if e.error == MONAILabelError.INVALID_INPUT else 500, e.msg),
@@ -163,19 +171,26 @@ class PEMEDApp(MONAILabelApp):
     def on_init_complete(self):
         """Load and trace the networks before the first click arrives (it takes seconds on a CPU). On a
         DICOMweb study list, watch for DICOM SEGs stored by other clients: they schedule fine-tuning
-        as a save through this server does (``--conf pemed_seg_poll_s``, default 30; 0 turns it off)."""
+        as a save through this server does (``--conf pemed_seg_poll_s``, default 30; 0 turns it off);
+        each poll first stores the labels kept while the DICOMweb server could not be reached."""
         super().on_init_complete()
         for task in self._infers.values():
             if task.is_valid():
                 task.predictor(name_to_device(task.config().get("device")))
         poll_s = float(self.conf.get("pemed_seg_poll_s", 30))
         store = self.datastore()
-        if self.auto_train and poll_s > 0 and isinstance(store, DICOMWebDatastore):
+        if poll_s > 0 and isinstance(store, PEMEDDICOMWebDatastore):
+            def new_labels():
+                if self.auto_train:
+                    self.continual.label_saved()
+
             def seg_series():  # QIDO-RS on the store's own client: its labeled-image list is cached for hours
+                if store.send_pending():  # labels kept while the server could not be reached
+                    new_labels()
                 found = store._client.search_for_series(search_filters={"Modality": "SEG"})
                 return {ds["0020000E"]["Value"][0] for ds in found}
 
-            self.seg_watcher = NewLabelWatcher(seg_series, self.continual.label_saved, poll_s).start()
+            self.seg_watcher = NewLabelWatcher(seg_series, new_labels, poll_s).start()
 
     def info(self):
         return {**super().info(), "continual_training": {"enabled": self.auto_train, **self.continual.status()}}

@@ -25,6 +25,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
+import requests
 from filelock import FileLock
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
@@ -40,6 +41,8 @@ LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd")
 RAW_LABELMAP = ".bin"  # OHIF's labelmap bytes, in the labelled image's voxel order
 BINARY_FOREGROUND = 255
 VERSIONS_DIR = ".pemed_versions"
+PENDING_DIR = ".pemed_pending"
+UNREACHABLE = (requests.ConnectionError, requests.Timeout)
 
 
 def check_name(value: Any, what: str) -> str:
@@ -304,7 +307,10 @@ class PEMEDLocalDatastore(GuardedSaves, LocalDatastore):
 
 
 class PEMEDDICOMWebDatastore(GuardedSaves, DICOMWebDatastore):
-    """A DICOMweb study list, guarded: a label is checked before it becomes a DICOM SEG on the server."""
+    """A DICOMweb study list, guarded: a label is checked before it becomes a DICOM SEG on the server.
+    While the DICOMweb server cannot be reached a saved label is kept here, in
+    ``<cache>/.pemed_pending/`` (the client gets a 503 saying so), and ``send_pending`` stores it as
+    soon as the server answers again."""
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any],
                    label_id: str = "") -> str:
@@ -312,7 +318,48 @@ class PEMEDDICOMWebDatastore(GuardedSaves, DICOMWebDatastore):
         try:
             with FileLock(self._lock_file):
                 self._keep_version(image_id, label_tag)
-            return super().save_label(image_id, checked, label_tag, label_info or {}, label_id)
+            try:
+                return super().save_label(image_id, checked, label_tag, dict(label_info or {}), label_id)
+            except UNREACHABLE as e:
+                self._hold(image_id, checked, label_tag, label_info or {})
+                raise InvalidRequest(f"the DICOMweb server cannot be reached ({type(e).__name__}): the label is "
+                                     f"kept on this server and will be stored there when it answers again", 503) from None
         finally:
             if checked != label_filename:
                 os.remove(checked)
+
+    def pending_root(self) -> str:
+        return os.path.join(self._datastore_path, PENDING_DIR)
+
+    def _hold(self, image_id: str, path: str, label_tag: str, label_info: Dict[str, Any]) -> None:
+        folder = os.path.join(self.pending_root(), image_id)
+        os.makedirs(folder, exist_ok=True)
+        stamp = f"{time.time():.6f}"
+        write_atomically(path, os.path.join(folder, f"{stamp}{upload_extension(path, LABEL_EXTENSIONS)}"))
+        with open(os.path.join(folder, f"{stamp}.json"), "w") as f:
+            json.dump({"tag": label_tag, "info": label_info}, f, default=str)
+        logger.warning(f"label of {image_id} ({label_tag}) kept until the DICOMweb server answers: {folder}")
+
+    def pending_labels(self) -> List[Tuple[str, str]]:
+        """(image id, label file) of every label kept while the server was unreachable, oldest first."""
+        root = self.pending_root()
+        found = [(image, os.path.join(root, image, f)) for image in (os.listdir(root) if os.path.isdir(root) else [])
+                 for f in os.listdir(os.path.join(root, image)) if f.endswith(LABEL_EXTENSIONS)]
+        return sorted(found, key=lambda item: os.path.basename(item[1]))
+
+    def send_pending(self) -> int:
+        """Store the kept labels, oldest first, until one fails; how many were stored."""
+        sent = 0
+        for image_id, path in self.pending_labels():
+            meta_path = os.path.splitext(path.removesuffix(".gz"))[0] + ".json"
+            with open(meta_path) as f:
+                meta = json.load(f)
+            try:
+                super().save_label(image_id, path, meta["tag"], meta["info"])
+            except UNREACHABLE:
+                break
+            os.remove(path)
+            os.remove(meta_path)
+            sent += 1
+            logger.info(f"kept label of {image_id} stored on the DICOMweb server")
+        return sent

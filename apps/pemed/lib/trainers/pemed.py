@@ -26,6 +26,7 @@ import math
 import os
 import random
 import shutil
+import socket
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -110,6 +111,26 @@ class PEMEDTrain(BasicTrainTask):
     def network(self, context: Context):
         return self._network
 
+    def _device(self, context: Context):
+        if context.multi_gpu and not torch.cuda.is_available():  # DDP on CPU processes (gloo)
+            logger.info(f"{context.local_rank} - Using Device: cpu (DDP over gloo, {context.world_size} processes)")
+            return torch.device("cpu")
+        return super()._device(context)
+
+    def _create_network_and_optimizer(self, context: Context):
+        if not (context.multi_gpu and context.device.type == "cpu"):
+            return super()._create_network_and_optimizer(context)
+        network = self.network(context).to(context.device)
+        context.network = network
+        optimizer = self.optimizer(context)
+        return torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=self._find_unused_parameters), optimizer
+
+    def _rank_seed(self, context: Context) -> Optional[int]:
+        """Each DDP process draws its own samples and clicks."""
+        if not context.multi_gpu:
+            return self.seed
+        return (self.seed or 0) + 7919 * context.local_rank
+
     def load_path(self, output_dir, pretrained=True):
         # The network handed in is the start (a checkpoint, or a resumed run's weights); BasicTrainTask
         # would otherwise load the run folder's best-metric model.pt over it.
@@ -125,7 +146,11 @@ class PEMEDTrain(BasicTrainTask):
         n_saved = len(datalist) - sum(replayed)
         share = self.replay_share if n_saved and any(replayed) else float(any(replayed))
         weights = [share / sum(replayed) if r else (1 - share) / n_saved for r in replayed]
-        sampler = torch.utils.data.WeightedRandomSampler(weights, samples, replacement=True)
+        generator = None
+        if context.multi_gpu:  # each process its share, from its own stream
+            samples = max(1, samples // context.world_size)
+            generator = torch.Generator().manual_seed(self._rank_seed(context))
+        sampler = torch.utils.data.WeightedRandomSampler(weights, samples, replacement=True, generator=generator)
         loader = ThreadDataLoader if context.dataloader_type == "ThreadDataLoader" else DataLoader
         logger.info(f"an epoch: {samples} draws, {share:.0%} replayed from the engine, the rest from "
                     f"{n_saved} saved label(s)")
@@ -213,7 +238,18 @@ class PEMEDTrain(BasicTrainTask):
 
     def __call__(self, request, datastore):
         """A run that fails says why in its last log line, which the train status shows (a full or
-        unwritable model folder by name and free space), and leaves the served model as it was."""
+        unwritable model folder by name and free space), and leaves the served model as it was.
+
+        ``{"processes": N}`` in the request (N >= 2, no GPU) trains with PyTorch DDP on N CPU processes
+        over gloo, through MONAI Label's own multi-GPU path (which starts DDP only when it counts 2 or
+        more CUDA devices): each process draws ``samples_per_epoch / N`` samples with its own random
+        streams, gradients are averaged, rank 0 publishes. With GPUs, MONAI Label's ``multi_gpu`` and
+        ``gpus`` work as they do for any app (NCCL)."""
+        request = dict(request)
+        processes = int(request.pop("processes", 0) or 0)
+        if processes >= 2 and not torch.cuda.is_available():
+            request.update(multi_gpu=True, gpus=",".join(str(i) for i in range(processes)), distributed_backend="gloo",
+                           distributed_url=request.get("distributed_url") or f"tcp://127.0.0.1:{free_port()}")
         try:
             return super().__call__(request, datastore)
         except Exception as e:
@@ -242,7 +278,8 @@ class PEMEDTrain(BasicTrainTask):
 
     def train_iteration_update(self, context: Context):
         self._click_simulation = ClickSimulation(self.max_rounds, self_loop=self._network.self_loop, train=True,
-                                                 seed=self.seed, zoom_far=self.zoom_far,
+                                                 seed=self._rank_seed(context) if context else self.seed,
+                                                 zoom_far=self.zoom_far,
                                                  prev_perturb=self.prev_perturb, prev_gain=self._network.prev_gain)
         return self._click_simulation
 
@@ -274,12 +311,13 @@ def keep_norm_statistics(network: torch.nn.Module) -> None:
     and keep them: batches of a few labels are no estimate of them. Measured on fine-tuning on the 8
     putamen slices (benchmarks/results/fine_tuning/NOTES.md): slightly better everywhere (NoC@90 held back
     13.38 against 13.54, lesions 5.46 against 5.67, large 4.25 against 4.56)."""
-    def use_stored(module, args):
-        module.training = False
-
     for module in network.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.register_forward_pre_hook(use_stored)
+            module.register_forward_pre_hook(_use_stored_statistics)
+
+
+def _use_stored_statistics(module, args):  # a module-level function: a DDP run pickles the network
+    module.training = False
 
 
 def _unwrapped(network: torch.nn.Module) -> torch.nn.Module:
@@ -309,6 +347,12 @@ class _EitherSourced(Randomizable, MapTransform):
         return {"image": d["image"], "label": d["label"]}
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def failure_reason(error: Exception, folder: str) -> str:
     """A training failure in words, the model folder's state first when that is the cause."""
     try:
@@ -317,7 +361,7 @@ def failure_reason(error: Exception, folder: str) -> str:
         free_mb = float("nan")
     if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or free_mb < 64:
         return f"the model folder {folder} is full ({free_mb:.1f} MB free): {type(error).__name__}: {error}"
-    if isinstance(error, PermissionError) or not os.access(folder, os.W_OK):
+    if isinstance(error, PermissionError) or (os.path.isdir(folder) and not os.access(folder, os.W_OK)):
         return f"the model folder {folder} cannot be written: {type(error).__name__}: {error}"
     return f"{type(error).__name__}: {error}"
 

@@ -60,6 +60,10 @@ def train_status(url):
     return requests.get(f"{url}/train/", timeout=30).json()
 
 
+def run_ended(url):
+    return train_status(url).get("status") in ("DONE", "ERROR", "STOPPED")  # not SUBMITTED, not RUNNING
+
+
 def wait_until(condition, timeout_s, what):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -91,7 +95,7 @@ def test_kill_9_of_a_training_run_mid_epoch(tmp_path, tiny_checkpoint):
         proc = training_process(srv.proc.pid)
         assert proc is not None
         proc.send_signal(signal.SIGKILL)
-        wait_until(lambda: train_status(srv.url)["status"] != "RUNNING", 60, "the run to end")
+        wait_until(lambda: run_ended(srv.url), 60, "the run to end")
         assert train_status(srv.url)["status"] == "ERROR"
         assert click_answers(srv.url)
         assert digest(served) == before_model and label_digests(studies) == before_labels
@@ -101,7 +105,7 @@ def test_kill_9_of_a_training_run_mid_epoch(tmp_path, tiny_checkpoint):
         # the next run works and publishes
         r = requests.post(f"{srv.url}/train/pemed", json=TRAIN, timeout=30)
         assert r.status_code == 200, r.text
-        wait_until(lambda: train_status(srv.url)["status"] != "RUNNING", 300, "the next run")
+        wait_until(lambda: run_ended(srv.url), 300, "the next run")
         assert train_status(srv.url)["status"] == "DONE", train_status(srv.url)
         load_checkpoint(finetuned)
         assert click_answers(srv.url)
@@ -187,7 +191,7 @@ def test_a_full_model_folder_during_training(tmp_path, tiny_checkpoint):
         assert click_answers(srv.url)
         r = requests.post(f"{srv.url}/train/pemed", json=TRAIN, timeout=30)
         assert r.status_code == 200, r.text
-        wait_until(lambda: train_status(srv.url)["status"] != "RUNNING", 300, "the run to end")
+        wait_until(lambda: run_ended(srv.url), 300, "the run to end")
         status = train_status(srv.url)
         details = "\n".join(status.get("details", []))
         assert status["status"] == "ERROR", status

@@ -35,10 +35,10 @@ from monailabel.tasks.activelearning.random import Random
 from monailabel.utils.async_tasks.utils import processes
 from monailabel.utils.others.generic import name_to_device
 
+from lib import auth, http_guards
 from lib.activelearning.uncertainty import MostUncertain, PEMEDUncertaintyScoring
 from lib.configs.pemed import PEMED
 from lib.continual import NewLabelWatcher, TrainingScheduler
-from lib import auth, http_guards
 from lib.datastore import GuardedSaves, PEMEDDICOMWebDatastore, PEMEDLocalDatastore
 from lib.errors import InvalidRequest
 
@@ -166,6 +166,7 @@ class PEMEDApp(MONAILabelApp):
             store.__class__ = PEMEDLocalDatastore
         if isinstance(store, GuardedSaves):
             store.set_label_values(self.pemed.labels.values())
+            store.follow_replaced_index()
         return store
 
     def on_init_complete(self):

@@ -81,9 +81,7 @@ def read_array(path: str, what: str) -> Tuple[np.ndarray, Tuple[int, ...], int]:
         message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         message = message.replace(path, "the upload")  # the server's temporary path means nothing to a client
         raise InvalidRequest(f"cannot read the {what}: {message}", 422) from None
-    while len(size) > 2 and size[-1] == 1:
-        size.pop()
-    return array, tuple(size), components
+    return array, spatial_size(size), components
 
 
 def image_size(path: str) -> Tuple[int, ...]:
@@ -93,7 +91,12 @@ def image_size(path: str) -> Tuple[int, ...]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.ReadImageInformation()
-    size = list(reader.GetSize())
+    return spatial_size(reader.GetSize())
+
+
+def spatial_size(size) -> Tuple[int, ...]:
+    """A size without trailing 1s beyond two axes: a 2D slice stored as x-y-1 is x-y."""
+    size = list(size)
     while len(size) > 2 and size[-1] == 1:
         size.pop()
     return tuple(size)
@@ -221,8 +224,9 @@ class GuardedSaves:
 
     def remove_image(self, image_id: str) -> None:
         self.known_image(image_id)
+        obj = self._datastore.objects.get(image_id)
         with FileLock(self._lock_file):
-            for tag in list(self._datastore.objects[image_id].labels) if image_id in self._datastore.objects else []:
+            for tag in list(obj.labels) if obj else []:
                 self._keep_version(image_id, tag)
         super().remove_image(image_id)
 
@@ -238,6 +242,15 @@ class GuardedSaves:
         if not isinstance(info, dict):
             raise InvalidRequest("'info' must be a JSON object")
         super().update_label_info(label_id, label_tag, info)
+
+    def follow_replaced_index(self) -> None:
+        """With auto-reload on, MONAI Label reloads its index when the file is modified in place; the
+        index is now replaced by a rename (below), so reload on that too (scoring and training write
+        it from their own processes)."""
+        handler = getattr(self, "_handler", None)
+        if handler is not None:
+            handler.on_moved = lambda event: (self._init_from_datastore_file()
+                                              if event.dest_path == self._datastore_config_path else None)
 
     def _update_datastore_file(self, lock=True):
         """MONAI Label's index, written to a temporary file and renamed over the old one."""

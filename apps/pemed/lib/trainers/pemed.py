@@ -111,10 +111,24 @@ class PEMEDTrain(BasicTrainTask):
     def network(self, context: Context):
         return self._network
 
+    def train(self, rank, world_size, request, datalist):
+        """MONAI Label numbers the processes of one machine 0 .. world_size - 1; on several machines
+        (``nodes`` > 1) they take their global ranks, and the world is every machine's processes."""
+        nodes = int(request.get("nodes", 1) or 1)
+        if nodes > 1:
+            rank, world_size = int(request.get("node_rank", 0)) * world_size + rank, nodes * world_size
+        return super().train(rank, world_size, request, datalist)
+
     def _device(self, context: Context):
         if context.multi_gpu and not torch.cuda.is_available():  # DDP on CPU processes (gloo)
             logger.info(f"{context.local_rank} - Using Device: cpu (DDP over gloo, {context.world_size} processes)")
             return torch.device("cpu")
+        if context.multi_gpu and int(context.request.get("nodes", 1) or 1) > 1:  # this machine's GPU of the rank
+            gpus = context.request.get("gpus", "all")
+            ids = list(range(torch.cuda.device_count())) if gpus == "all" else [int(g) for g in gpus.split(",")]
+            device = torch.device(f"cuda:{ids[context.local_rank % len(ids)]}")
+            torch.cuda.set_device(device)
+            return device
         return super()._device(context)
 
     def _create_network_and_optimizer(self, context: Context):
@@ -244,9 +258,13 @@ class PEMEDTrain(BasicTrainTask):
         over gloo, through MONAI Label's own multi-GPU path (which starts DDP only when it counts 2 or
         more CUDA devices): each process draws ``samples_per_epoch / N`` samples with its own random
         streams, gradients are averaged, rank 0 publishes. With GPUs, MONAI Label's ``multi_gpu`` and
-        ``gpus`` work as they do for any app (NCCL)."""
+        ``gpus`` work as they do for any app (NCCL). Several machines: the same request on each, with
+        ``"nodes": M``, its ``"node_rank"`` (0 .. M-1) and node 0's ``"distributed_url"``; a machine's
+        processes take the global ranks ``node_rank * per_machine + i`` (``train``)."""
         request = dict(request)
         processes = int(request.pop("processes", 0) or 0)
+        if int(request.get("nodes", 1) or 1) > 1 and not request.get("distributed_url"):
+            raise ValueError("a run on several machines needs 'distributed_url' (tcp://<node 0's address>:<port>)")
         if processes >= 2 and not torch.cuda.is_available():
             request.update(multi_gpu=True, gpus=",".join(str(i) for i in range(processes)), distributed_backend="gloo",
                            distributed_url=request.get("distributed_url") or f"tcp://127.0.0.1:{free_port()}")

@@ -32,7 +32,7 @@ from lib.evaluation import dice  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.networks.pemed import network_input  # noqa: E402
 from lib.predictor import SERVE_DEFAULTS, PEMEDPredictor  # noqa: E402
-from lib.prompts.clicks import Click, next_eval_click  # noqa: E402
+from lib.prompts.clicks import Click, next_eval_click, request_points  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
 MRICRON = "/usr/share/mricron/templates"
@@ -134,8 +134,7 @@ def through_server(checkpoint, clicks=20):
                 if c is None:
                     break
                 session.append(c)
-                params = {"foreground": [[k.row, k.col, z] for k in session if k.positive],
-                          "background": [[k.row, k.col, z] for k in session if not k.positive], "label": "bench"}
+                params = {**request_points(session, z), "label": "bench"}
                 t = time.perf_counter()
                 out_file, _ = client.infer("pemed", "ch2bet", params)
                 wall.append((time.perf_counter() - t) * 1e3)

@@ -22,14 +22,15 @@ import time
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "apps", "pemed"))
+sys.path[:0] = [os.path.join(ROOT, "apps", "pemed"), os.path.join(ROOT, "benchmarks")]
 
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from lib.local_server import LocalServer, copy_app  # noqa: E402
-from lib.prompts.clicks import Click, next_eval_click  # noqa: E402
+from lib.prompts.clicks import Click, next_eval_click, request_points  # noqa: E402
+from ohif_latency import OHIF_PARAMS, read_nrrd  # noqa: E402
 
 MRICRON = "/usr/share/mricron/templates"
 STRUCTURES = (77, 78, 71, 72, 73, 74, 37, 38, 41, 42, 75, 76)  # thalami, caudates, putamina, hippocampi, amygdalae, pallida
@@ -48,10 +49,8 @@ def click_session(url: str, image: str, label: np.ndarray, value: int, clicks: i
         if click is None:
             break
         placed.append(click)
-        params = {"foreground": [[c.row, c.col, z] for c in placed if c.positive],
-                  "background": [[c.row, c.col, z] for c in placed if not c.positive],
-                  "label": f"s{value}", "client_id": client_id, "reset_state": i == 0,
-                  "result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}  # as OHIF asks
+        params = {**OHIF_PARAMS, **request_points(placed, z), "label": f"s{value}", "client_id": client_id,
+                  "reset_state": i == 0}
         start = time.perf_counter()
         try:
             r = requests.post(f"{url}/infer/pemed", params={"image": image, "output": "image"},
@@ -63,14 +62,7 @@ def click_session(url: str, image: str, label: np.ndarray, value: int, clicks: i
         if status != 200:
             record["failed"].append(status)
             return
-        pred = nrrd_volume(r.content)[:, :, z] > 0
-
-
-def nrrd_volume(content: bytes) -> np.ndarray:
-    """The raw uint8 NRRD the app answers OHIF with (lib/infers/pemed.write_label_nrrd), as (x, y, z)."""
-    header, data = content.split(b"\n\n", 1)
-    sizes = next(line.split(b":", 1)[1].split() for line in header.splitlines() if line.startswith(b"sizes:"))
-    return np.frombuffer(data, np.uint8).reshape([int(n) for n in sizes], order="F")
+        pred = read_nrrd(r.content)[:, :, z] > 0
 
 
 def run_clients(url: str, image: str, label: np.ndarray, clients: int, clicks: int) -> Dict[str, object]:

@@ -40,8 +40,6 @@ OHIF_PARAMS = {"result_extension": ".nrrd", "result_dtype": "uint8", "result_com
 
 def ohif_click(url: str, series: str, foreground, background, gzip_ok: bool = True):
     """One request as OHIF sends it; returns (seconds, bytes on the wire, mask as (x, y, z))."""
-    import SimpleITK as sitk
-
     params = {**OHIF_PARAMS, "foreground": foreground, "background": background}
     t0 = time.perf_counter()
     r = requests.post(f"{url}/infer/pemed?image={series}&output=image", stream=True,
@@ -52,11 +50,17 @@ def ohif_click(url: str, series: str, foreground, background, gzip_ok: bool = Tr
     seconds = time.perf_counter() - t0
     if r.status_code != 200:
         raise RuntimeError(f"{r.status_code}: {body[:300]!r}")
+    return seconds, len(wire), read_nrrd(body) > 0
+
+
+def read_nrrd(content: bytes) -> np.ndarray:
+    """An NRRD answer's voxels as (x, y, z), read by ITK."""
+    import SimpleITK as sitk
+
     with tempfile.NamedTemporaryFile(suffix=".nrrd") as f:
-        f.write(body)
+        f.write(content)
         f.flush()
-        mask = sitk.GetArrayFromImage(sitk.ReadImage(f.name)).transpose() > 0
-    return seconds, len(wire), mask
+        return sitk.GetArrayFromImage(sitk.ReadImage(f.name)).transpose()
 
 
 def main() -> None:

@@ -78,3 +78,14 @@ def test_training_sampler_clicks_land_where_they_should():
     prob = np.ones(gt.shape)
     c = sampler.corrective(gt, prob)
     assert not c.positive and not gt[c.row, c.col]
+
+
+def test_request_points_are_the_inverse_of_clicks_by_slice():
+    from lib.prompts.clicks import clicks_by_slice, request_points
+
+    clicks = [Click(3, 4, True), Click(7, 1, False), Click(2, 2, True)]
+    for axis in (0, 1, 2):
+        points = request_points(clicks, 9, axis)
+        assert points["foreground"][0][axis] == 9 and len(points["background"]) == 1
+        back = clicks_by_slice(points["foreground"], points["background"], axis)
+        assert sorted(back[9]) == sorted(clicks)

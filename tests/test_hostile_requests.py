@@ -10,7 +10,6 @@ datastore lists what it listed before, apart from the saves it accepted (which m
 """
 
 import gzip
-import io
 import json
 import os
 import threading

@@ -60,12 +60,12 @@ def test_two_users_on_the_same_slice_and_label_never_share_state(server):
     b_clicks = [([[60, 90, z]], []), ([[60, 90, z]], [[88, 108, z]]), ([[60, 90, z], [95, 100, z]], [[88, 108, z]])]
 
     def click(client_id, fg, bg, first):
-        params = {"foreground": fg, "background": bg, "label": "Thalamus_L", "client_id": client_id,
-                  "reset_state": first, "result_extension": ".nrrd", "result_dtype": "uint8", "result_compress": False}
+        params = {**load.OHIF_PARAMS, "foreground": fg, "background": bg, "label": "Thalamus_L",
+                  "client_id": client_id, "reset_state": first}
         r = requests.post(f"{url}/infer/pemed", params={"image": "ch2bet", "output": "image"},
                           files={"params": (None, json.dumps(params))}, timeout=120)
         assert r.status_code == 200, r.text
-        return load.nrrd_volume(r.content)[:, :, z].copy()
+        return load.read_nrrd(r.content)[:, :, z]
 
     alone = [click("a", fg, bg, i == 0) for i, (fg, bg) in enumerate(a_clicks)]
     together = []

@@ -16,6 +16,7 @@ datastore that no longer starts). Here:
   ``labels/``, whose folders MONAI Label reads as tags); ``restore_label`` puts a version back.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -132,14 +133,21 @@ def check_image_file(path: str) -> None:
         raise InvalidRequest("the image holds no finite values", 422)
 
 
-def write_atomically(source: str, dest: str) -> None:
-    """``source``'s bytes at ``dest``, all or nothing: a temporary file beside it, flushed, renamed over."""
+def replace_atomically(dest: str, content) -> None:
+    """``dest`` holds what ``content(file)`` writes, all or nothing: a temporary file beside it,
+    flushed to disk, renamed over it."""
     part = os.path.join(os.path.dirname(dest), f".{os.path.basename(dest)}.part")
-    with open(source, "rb") as src, open(part, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
+    with open(part, "wb") as out:
+        content(out)
         out.flush()
         os.fsync(out.fileno())
     os.replace(part, dest)
+
+
+def write_atomically(source: str, dest: str) -> None:
+    """``source``'s bytes at ``dest``, all or nothing."""
+    with open(source, "rb") as src:
+        replace_atomically(dest, lambda out: shutil.copyfileobj(src, out, 1 << 20))
 
 
 class GuardedSaves:
@@ -156,22 +164,29 @@ class GuardedSaves:
             raise InvalidRequest(f"unknown image id {image_id!r}", 404)
         return image_id
 
-    def _checked_label(self, image_id: str, label_filename: str, label_tag: Any, label_info: Any) -> str:
-        """The upload's path (or, for a raw labelmap, the image made of it) once it has passed every check."""
+    @contextlib.contextmanager
+    def _checked_label(self, image_id: str, label_filename: str, label_tag: Any, label_info: Any):
+        """The upload's path (or, for a raw labelmap, the image made of it, removed afterwards) once it
+        has passed every check."""
         self.known_image(image_id)
         check_name(label_tag, "label tag")
         if label_info is not None and not isinstance(label_info, dict):
             raise InvalidRequest("'params' must be a JSON object")
         ext = upload_extension(label_filename, LABEL_EXTENSIONS + (RAW_LABELMAP,))
         image_path = self.get_image_uri(image_id)
+        checked = label_filename
         if ext == RAW_LABELMAP:
             try:
-                label_filename = binary_to_image(image_path, label_filename)
+                checked = binary_to_image(image_path, label_filename)
             except ValueError as e:  # its length is not the image's voxel count
                 raise InvalidRequest(f"the raw labelmap does not fit the image: {e}", 422) from None
-        expected = image_size(image_path) if os.path.isfile(image_path) else None  # a DICOM series folder: values only
-        check_label_file(label_filename, self.allowed_values, expected)
-        return label_filename
+        try:
+            expected = image_size(image_path) if os.path.isfile(image_path) else None  # a DICOM series folder: values only
+            check_label_file(checked, self.allowed_values, expected)
+            yield checked
+        finally:
+            if checked != label_filename:
+                os.remove(checked)
 
     def versions_root(self) -> str:
         return os.path.join(self._datastore_path, VERSIONS_DIR)
@@ -256,12 +271,8 @@ class GuardedSaves:
         """MONAI Label's index, written to a temporary file and renamed over the old one."""
         def write():
             self._ignore_event_config = True
-            part = self._datastore_config_path + ".part"
-            with open(part, "w") as f:
-                f.write(json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(part, self._datastore_config_path)
+            index = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            replace_atomically(self._datastore_config_path, lambda out: out.write(index.encode()))
             self._config_ts = os.stat(self._datastore_config_path).st_mtime
 
         if lock:
@@ -275,12 +286,8 @@ class PEMEDLocalDatastore(GuardedSaves, LocalDatastore):
     """A studies folder, guarded (see the module's docstring)."""
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any]) -> str:
-        checked = self._checked_label(image_id, label_filename, label_tag, label_info)
-        try:
+        with self._checked_label(image_id, label_filename, label_tag, label_info) as checked:
             self._store_label(image_id, checked, label_tag, label_info)
-        finally:
-            if checked != label_filename:
-                os.remove(checked)
         return image_id
 
     def _store_label(self, image_id: str, path: str, label_tag: str, label_info: Optional[Dict[str, Any]]) -> None:
@@ -327,8 +334,7 @@ class PEMEDDICOMWebDatastore(GuardedSaves, DICOMWebDatastore):
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: Dict[str, Any],
                    label_id: str = "") -> str:
-        checked = self._checked_label(image_id, label_filename, label_tag, label_info)
-        try:
+        with self._checked_label(image_id, label_filename, label_tag, label_info) as checked:
             with FileLock(self._lock_file):
                 self._keep_version(image_id, label_tag)
             try:
@@ -337,9 +343,6 @@ class PEMEDDICOMWebDatastore(GuardedSaves, DICOMWebDatastore):
                 self._hold(image_id, checked, label_tag, label_info or {})
                 raise InvalidRequest(f"the DICOMweb server cannot be reached ({type(e).__name__}): the label is "
                                      f"kept on this server and will be stored there when it answers again", 503) from None
-        finally:
-            if checked != label_filename:
-                os.remove(checked)
 
     def pending_root(self) -> str:
         return os.path.join(self._datastore_path, PENDING_DIR)
@@ -347,10 +350,10 @@ class PEMEDDICOMWebDatastore(GuardedSaves, DICOMWebDatastore):
     def _hold(self, image_id: str, path: str, label_tag: str, label_info: Dict[str, Any]) -> None:
         folder = os.path.join(self.pending_root(), image_id)
         os.makedirs(folder, exist_ok=True)
-        stamp = f"{time.time():.6f}"
-        write_atomically(path, os.path.join(folder, f"{stamp}{upload_extension(path, LABEL_EXTENSIONS)}"))
-        with open(os.path.join(folder, f"{stamp}.json"), "w") as f:
+        kept = os.path.join(folder, f"{time.time():.6f}{upload_extension(path, LABEL_EXTENSIONS)}")
+        with open(kept + ".json", "w") as f:  # first: a label file always has its tag and info beside it
             json.dump({"tag": label_tag, "info": label_info}, f, default=str)
+        write_atomically(path, kept)
         logger.warning(f"label of {image_id} ({label_tag}) kept until the DICOMweb server answers: {folder}")
 
     def pending_labels(self) -> List[Tuple[str, str]]:
@@ -364,7 +367,7 @@ class PEMEDDICOMWebDatastore(GuardedSaves, DICOMWebDatastore):
         """Store the kept labels, oldest first, until one fails; how many were stored."""
         sent = 0
         for image_id, path in self.pending_labels():
-            meta_path = os.path.splitext(path.removesuffix(".gz"))[0] + ".json"
+            meta_path = path + ".json"
             with open(meta_path) as f:
                 meta = json.load(f)
             try:

@@ -32,6 +32,18 @@ def clicks_by_slice(foreground: Sequence[Sequence[int]], background: Sequence[Se
     return grouped
 
 
+def request_points(clicks: Sequence[Click], index: int, axis: int = 2) -> Dict[str, List[List[int]]]:
+    """The inverse of ``clicks_by_slice``: 2D clicks on slice ``index`` as a request's ``foreground``
+    and ``background`` lists of 3D points."""
+    def point(c: Click) -> List[int]:
+        p = [int(c.row), int(c.col)]
+        p.insert(axis, int(index))
+        return p
+
+    return {"foreground": [point(c) for c in clicks if c.positive],
+            "background": [point(c) for c in clicks if not c.positive]}
+
+
 def disk_maps(clicks: Sequence[Click], shape: Tuple[int, int], radius: float = DISK_RADIUS,
               device: Optional[torch.device] = None) -> torch.Tensor:
     """(2, H, W) float tensor: positive disks, negative disks."""

@@ -37,6 +37,7 @@ from monailabel.utils.others.generic import name_to_device
 
 from lib import auth, http_guards
 from lib.activelearning.uncertainty import MostUncertain, PEMEDUncertaintyScoring
+from lib.configs.automatic import Curriculum, ProMISeConfig
 from lib.configs.pemed import PEMED
 from lib.continual import NewLabelWatcher, TrainingScheduler
 from lib.datastore import GuardedSaves, PEMEDDICOMWebDatastore, PEMEDLocalDatastore
@@ -138,9 +139,12 @@ class PEMEDApp(MONAILabelApp):
         self.model_dir = os.path.join(app_dir, "model")
         self.pemed = PEMED()
         self.pemed.init("pemed", self.model_dir, conf, None)
+        self.automatic = [Curriculum(), ProMISeConfig()]  # Curriculum Prompting and ProMISe (lib/configs/automatic.py)
+        for config, name in zip(self.automatic, ("curriculum", "promise")):
+            config.init(name, self.model_dir, conf, None)
         self.auto_train = str(conf.get("pemed_auto_train", "true")).lower() == "true"
         self.seg_watcher = None
-        self.continual = TrainingScheduler(start=lambda: self.async_training("pemed"),
+        self.continual = TrainingScheduler(start=lambda: self.async_training(self.continual_order(), enqueue=True),
                                            running=lambda: bool(processes("train")),
                                            quiet_s=float(conf.get("pemed_train_quiet_s", 10)))
         # a list in value order: OHIF's MONAI Label panel appends to it (an object breaks the panel)
@@ -206,10 +210,21 @@ class PEMEDApp(MONAILabelApp):
         return {"image": image_id, "label": label_id}
 
     def init_infers(self) -> Dict[str, InferTask]:
-        return self.pemed.infer()
+        infers = self.pemed.infer()
+        for config in self.automatic:
+            infers.update(config.infer())
+        return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:
-        return {"pemed": self.pemed.trainer()}
+        """PE-MED's, and the automatic methods' once their models exist; each saved label queues them all."""
+        trainers = {"pemed": self.pemed.trainer()}
+        for config in self.automatic:
+            trainers.update(config.trainer() or {})
+        return trainers
+
+    def continual_order(self):
+        """The trainers a saved label queues: PE-MED's first (clicks are what an annotator waits on)."""
+        return ["pemed"] + sorted(t for t in self._trainers if t != "pemed")
 
     def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
         """Scores every unlabeled image at start-up, after each training run and on next-sample

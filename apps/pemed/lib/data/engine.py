@@ -157,6 +157,50 @@ class DataEngine:
                 "axis": axis, "slice": index}
 
 
+    def draw_named(self, seed: int, values: Sequence[int], real: Optional[bool] = None,
+                   eval_slices: bool = False) -> Dict[str, object]:
+        """Named AAL structures on one slice, for the automatic methods (which learn structures by
+        name): {"image", "label": (H, W) int16 with 1 + the index in ``values`` of each structure
+        (0 elsewhere), "axis", "slice", "source"}. The image is the real ch2 / ch2bet slice or a
+        synthetic contrast (``real``: None draws which, with ``real_prob``), warped like every draw.
+        Real slices are the training ones, or with ``eval_slices`` the evaluation ones (every 6th)."""
+        rng = np.random.default_rng(seed)
+        aal = self.maps.atlases["aal"]
+        wanted = np.isin(aal, np.asarray(values))
+        for _ in range(self.max_tries):
+            axis = int(rng.integers(3))
+            areas = wanted.sum(axis=tuple(a for a in range(3) if a != axis))
+            candidates = np.flatnonzero(areas >= self.min_area)
+            is_real = rng.random() < self.real_prob if real is None else real
+            if is_real:
+                on_eval = candidates % EVAL_STEP == EVAL_OFFSET
+                candidates = candidates[on_eval if eval_slices else ~on_eval]
+            if candidates.size == 0:
+                continue
+            index = int(rng.choice(candidates))
+            layers = self.layers(axis, index)
+            classes = np.zeros(layers.brain.shape, np.int16)
+            for k, v in enumerate(values):
+                classes[layers.atlases["aal"] == v] = k + 1
+            if is_real:
+                source = "ch2bet" if rng.random() < 0.5 else "ch2"
+                image = layers.image_ch2bet if source == "ch2bet" else layers.image_ch2
+            else:
+                stripped = rng.random() < self.skull_strip_prob
+                source = "synth_stripped" if stripped else "synth"
+                image = gaussian_mixture_image(rng, layers.synth_labels, stripped)
+            margin = [(int(MARGIN * n),) * 2 for n in image.shape]
+            coords = random_warp(rng, np.pad(image, margin).shape, strength=0.5 if is_real else 1.0)
+            image = warp(np.pad(image, margin, mode="edge"), coords, order=1)
+            classes = warp(np.pad(classes, margin), coords, order=0).astype(np.int16)
+            if not (classes > 0).any():
+                continue
+            image = normalize_intensity(degrade(rng, image, real=is_real), "MR")
+            return {"image": image.astype(np.float32), "label": classes, "axis": axis, "slice": index,
+                    "source": source}
+        raise RuntimeError(f"no slice with the named structures in {self.max_tries} draws (seed {seed})")
+
+
 class DataEngined(Randomizable, MapTransform):
     """MONAI transform: an item {"seed": s} becomes {"image": (1, H, W), "label": (1, H, W)} tensors.
 
@@ -182,8 +226,23 @@ class DataEngined(Randomizable, MapTransform):
         else:
             self.randomize()
             seed = self._seed
-        sample = self.engine.draw(seed, d.get("kind"))  # an item may ask for one target kind
+        sample = self.sample(seed, d)
         d["image"] = torch.from_numpy(sample["image"])[None]
         d["label"] = torch.from_numpy(sample["label"].astype(np.float32))[None]
-        d["kind"] = sample["kind"]
+        d["kind"] = sample.get("kind", "named")
         return d
+
+    def sample(self, seed: int, item: dict) -> Dict[str, object]:
+        return self.engine.draw(seed, item.get("kind"))  # an item may ask for one target kind
+
+
+class NamedDrawd(DataEngined):
+    """DataEngined for the automatic methods: the label is the class map of ``values``
+    (DataEngine.draw_named), training slices only."""
+
+    def __init__(self, engine: DataEngine, values: Sequence[int], seed_key: str = "seed"):
+        super().__init__(engine, seed_key)
+        self.values = tuple(int(v) for v in values)
+
+    def sample(self, seed: int, item: dict) -> Dict[str, object]:
+        return self.engine.draw_named(seed, self.values)

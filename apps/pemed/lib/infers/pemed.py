@@ -39,7 +39,8 @@ from ..checkpoint import load_checkpoint
 from ..errors import InvalidRequest
 from ..predictor import PEMEDPredictor
 from ..prompts.clicks import Click, clicks_by_slice
-from ..prompts.session import SessionStore
+from ..automatic import as_previous_logits, corrects
+from ..prompts.session import AUTOMATIC_RESULTS, SessionStore
 from ..transforms.transforms import AUTO, detect_modality, normalize_intensity
 
 logger = logging.getLogger(__name__)
@@ -225,6 +226,20 @@ class PEMEDInfer(BasicInferTask):
             raise InvalidRequest(f"no click lies on slice {index} (axis {axis})")
         return np.take(array, index, axis=axis), clicks, axis, index
 
+    @staticmethod
+    def _start_from_automatic(session, data: Dict[str, Any], clicks: Sequence[Click], axis, index, shape) -> None:
+        """A new session on a slice that an automatic task (curriculum, promise) has just segmented for
+        this client starts from that mask as its previous mask, when the clicks correct it (a negative
+        click inside it, a positive one near it) and name no other structure; ``start_from: "none"``
+        asks for a fresh start."""
+        if str(data.get("start_from", "auto")).lower() == "none":
+            return
+        found = AUTOMATIC_RESULTS.get((str(data.get("client") or ""), data.get("image"), axis, index))
+        if found is None or (data.get("label") and data.get("label") != found.name):
+            return
+        if found.logits.shape == tuple(shape) and corrects(found.logits, clicks):
+            session.start, session.started_from = as_previous_logits(found.logits), found.method
+
     def writer(self, data: Dict[str, Any], extension=None, dtype=None):
         """NRRD answers (OHIF's) through write_label_nrrd; every other format through MONAI Label's writer."""
         ext = str(extension or data.get("result_extension") or "").lower()
@@ -247,6 +262,8 @@ class PEMEDInfer(BasicInferTask):
             if not data.get("label"):  # OHIF: the clicks tell its structures apart
                 key = self.sessions.key_for_clicks(key, clicks)
             session = self.sessions.get(key, reset=bool_param(data, "reset_state"))
+            if not session.clicks and session.start is None:
+                self._start_from_automatic(session, data, clicks, axis, index, image.shape[-2:])
             # The session's clicks keep their order; clicks it has not seen come after them.
             known = [c for c in session.clicks if c in clicks]
             ordered = known + [c for c in clicks if c not in known]
@@ -275,6 +292,7 @@ class PEMEDInfer(BasicInferTask):
         data["pred_meta_dict"] = {"affine": affine}
         data["result"] = {
             "label": data.get("label"), "axis": axis, "slice": index, "clicks": len(ordered), "steps_run": steps,
+            "started_from": session.started_from or None,
             "foreground_pixels": int(mask.sum()),
             "timings_ms": {"load_and_slice": round((t_load - t0) * 1e3, 2),
                            **{k: round(v, 2) for k, v in timings.items()},

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Hashable, List, Optional, Sequence, Set, Tuple
 
+import numpy as np
 import torch
 
 from .clicks import Click
@@ -23,6 +24,8 @@ class InteractionSession:
     clicks: List[Click] = field(default_factory=list)
     history: List[torch.Tensor] = field(default_factory=list)  # logits after clicks[: i + 1]
     last_used: float = field(default_factory=time.monotonic)
+    start: Optional[torch.Tensor] = None  # the previous logits of the first click (an automatic result), if any
+    started_from: str = ""  # the automatic method ``start`` came from
 
     def shared_prefix(self, clicks: Sequence[Click]) -> int:
         n = 0
@@ -45,7 +48,7 @@ class InteractionSession:
         del self.clicks[keep:], self.history[keep:]
         steps = 0
         for i in range(keep, len(clicks)):
-            prev = self.history[-1] if self.history else None
+            prev = self.history[-1] if self.history else self.start
             logits = step(clicks[: i + 1], prev)
             self.clicks.append(clicks[i])
             self.history.append(logits.detach().to("cpu", torch.float16))
@@ -106,3 +109,43 @@ def matching_key(base: Tuple, stored: Dict[Tuple, Set], clicks: Set, positive: S
         if len(shared) > most:
             best, most = key, len(shared)
     return best if best is not None else base + (max((k[-1] for k in mine), default=-1) + 1,)
+
+
+@dataclass
+class AutomaticResult:
+    name: str
+    method: str
+    logits: np.ndarray  # (H, W)
+    made: float = field(default_factory=time.monotonic)
+
+
+class AutomaticResults:
+    """The last automatic result (``curriculum``, ``promise``) per (client, image, axis, slice), which
+    PE-MED's first click on that slice starts from as its previous mask (lib/infers/pemed.py)."""
+
+    def __init__(self, ttl_s: float = 1800.0, max_items: int = 64):
+        self.ttl_s, self.max_items = ttl_s, max_items
+        self._items: "OrderedDict[Hashable, AutomaticResult]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: Hashable, name: str, method: str, logits: np.ndarray) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = AutomaticResult(name, method, np.asarray(logits, np.float32))
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+    def get(self, key: Hashable) -> Optional[AutomaticResult]:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and time.monotonic() - item.made > self.ttl_s:
+                del self._items[key]
+                return None
+            return item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+AUTOMATIC_RESULTS = AutomaticResults()  # one per server process: the automatic tasks write, PE-MED reads

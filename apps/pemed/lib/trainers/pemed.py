@@ -190,14 +190,7 @@ class PEMEDTrain(BasicTrainTask):
         return request.get("train_ds", []) if datastore is None else super().pre_process(request, datastore)
 
     def optimizer(self, context: Context):
-        net = _unwrapped(context.network)
-        if self.trainable is not None:
-            unknown = set(self.trainable) - {name for name, _ in net.named_children()}
-            if unknown:
-                raise ValueError(f"no such part of the network to train: {sorted(unknown)}")
-            for name, part in net.named_children():
-                part.requires_grad_(name in self.trainable)
-        learning = [p for p in net.parameters() if p.requires_grad]
+        learning = learning_parameters(_unwrapped(context.network), self.trainable)
         return torch.optim.Adam(learning, lr=float(context.request.get("lr", self.lr)))
 
     def loss_function(self, context: Context):
@@ -336,6 +329,17 @@ def keep_norm_statistics(network: torch.nn.Module) -> None:
 
 def _use_stored_statistics(module, args):  # a module-level function: a DDP run pickles the network
     module.training = False
+
+
+def learning_parameters(net: torch.nn.Module, trainable: Optional[Sequence[str]]) -> list:
+    """The parameters that learn: all, or those of the named top-level parts (the rest frozen)."""
+    if trainable is not None:
+        unknown = set(trainable) - {name for name, _ in net.named_children()}
+        if unknown:
+            raise ValueError(f"no such part of the network to train: {sorted(unknown)}")
+        for name, part in net.named_children():
+            part.requires_grad_(name in trainable)
+    return [p for p in net.parameters() if p.requires_grad]
 
 
 def _unwrapped(network: torch.nn.Module) -> torch.nn.Module:

@@ -1,0 +1,170 @@
+"""The automatic methods as predictors: a 2D slice and a structure's name -> a mask, no clicks.
+Serving (lib/infers/automatic.py) and evaluation (evaluate_auto.py) both call these.
+
+Both share one SAMPredictor (the foundation model and its cached image embeddings per (image,
+slice)). Curriculum Prompting: the detector's box -> the coarse mask; the edge-point network's 8
+points, labelled negative, with the coarse mask's logits as the mask prompt and no box -> the final
+mask, decoded by Curriculum's fine-tuned prompt encoder and mask decoder. ``stages`` gives the
+paper's ablation rows. ProMISe: the APM's 16 points and IPS's token shifts on the frozen model; the
+mask thresholded at 0.5, then a 5 x 5 morphological opening.
+"""
+
+from dataclasses import dataclass, field
+from typing import Dict, Hashable, List, Optional, Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from .networks.curriculum import PromptHeatmapNet, decode_box, decode_edges
+from .networks.promise import ProMISe, point_labels, with_name
+from .networks.sam import PromptableSAM
+from .predictor import Letterbox
+from .prompts.boxes import Box
+from .prompts.clicks import Click
+from .sam_predictor import SAMPredictor
+
+STAGES = ("points", "box", "box_points", "box_mask", "curriculum")
+HEATMAP_SIZE = 256  # the detector's and the edge-point network's input
+OPENING = np.ones((5, 5), bool)
+
+
+@dataclass
+class AutoResult:
+    logits: np.ndarray  # (H, W), the slice's frame
+    mask: np.ndarray  # (H, W) bool
+    box: Optional[Box] = None
+    points: List[Click] = field(default_factory=list)
+    score: float = 1.0  # the detector's confidence (Curriculum), 1 otherwise
+    coarse: Optional[np.ndarray] = None  # Curriculum's first-stage logits
+
+
+def from_network(box: Letterbox, row: float, col: float) -> Click:
+    """A network-frame pixel -> the slice's pixel (the inverse of Letterbox.to_network)."""
+    (oy, ox), (h, w) = box.offset, box.inner
+    r = box.top + (row - oy + 0.5) * box.height / h - 0.5
+    c = box.left + (col - ox + 0.5) * box.width / w - 0.5
+    return Click(int(np.clip(round(r), 0, box.height - 1)), int(np.clip(round(c), 0, box.width - 1)), True)
+
+
+class CurriculumPredictor:
+    def __init__(self, sam: SAMPredictor, detector: PromptHeatmapNet, edges: PromptHeatmapNet,
+                 decoder: Optional[PromptableSAM] = None, min_score: float = 0.2):
+        if detector.names != edges.names:
+            raise ValueError("the detector and the edge-point network were trained on different names")
+        self.sam, self.detector, self.edges = sam, detector.to(sam.device).eval(), edges.to(sam.device).eval()
+        self.decoder = (decoder or sam.sam).to(sam.device).eval()  # Curriculum's fine-tuned prompt encoder / decoder
+        self.names, self.min_score = list(detector.names), min_score
+
+    def index(self, name: str) -> int:
+        if name not in self.names:
+            raise KeyError(name)
+        return self.names.index(name)
+
+    @torch.no_grad()
+    def prompts(self, image: np.ndarray, name: str, edge_positive: bool = False):
+        """(box, score, edge points) in the slice's frame, from the detector and the edge-point network."""
+        lb = Letterbox(*image.shape, HEATMAP_SIZE)
+        x = lb.image_to_network(torch.as_tensor(image, dtype=torch.float32, device=self.sam.device)[None, None])
+        x = with_name(x, self.index(name))
+        box_maps = self.detector(x)[0].float().cpu().numpy()
+        (r0, c0, r1, c1), score = decode_box(box_maps)
+        a, b = from_network(lb, r0, c0), from_network(lb, r1, c1)
+        edge_maps = self.edges(x)[0].float().cpu().numpy()
+        points = [from_network(lb, p.row, p.col)._replace(positive=edge_positive) for p in decode_edges(edge_maps)]
+        return (a.row, a.col, b.row, b.col), score, points
+
+    def segment(self, image: np.ndarray, name: str, key: Optional[Hashable] = None, stages: str = "curriculum",
+                edge_positive: bool = False, box: Optional[Box] = None) -> AutoResult:
+        """``box``: a given box instead of the detector's (the ground truth's, in evaluation)."""
+        if stages not in STAGES:
+            raise ValueError(f"stages must be one of {STAGES}")
+        found, score, points = self.prompts(image, name, edge_positive)
+        box = found if box is None else box
+        if score < self.min_score and stages != "points":
+            empty = np.full(image.shape, -20.0, np.float32)
+            return AutoResult(empty, np.zeros(image.shape, bool), box, points, score)
+        emb = self.sam.embed(image, key)
+        decode = lambda **kw: self.sam.predict(emb, model=self.decoder, **kw)  # noqa: E731
+        coarse = None
+        if stages == "points":  # the edge points alone, as the object's own (positive) points
+            out = decode(clicks=[p._replace(positive=True) for p in points])
+        elif stages == "box":
+            out = decode(box=box)
+        elif stages == "box_points":
+            out = decode(box=box, clicks=points)
+        else:
+            first = decode(box=box)
+            coarse = first.logits
+            out = decode(box=box, mask_logits=first.low_res) if stages == "box_mask" else \
+                decode(clicks=points, mask_logits=first.low_res)
+        return AutoResult(out.logits, out.logits > 0, box, points, score, coarse)
+
+
+class ProMISePredictor:
+    def __init__(self, sam: SAMPredictor, promise: ProMISe, opening: bool = True):
+        self.sam, self.promise, self.opening = sam, promise.to(sam.device).eval(), opening
+        self.names = list(promise.names)
+
+    def index(self, name: str) -> int:
+        if name not in self.names:
+            raise KeyError(name)
+        return self.names.index(name)
+
+    @torch.no_grad()
+    def segment(self, image: np.ndarray, name: str, key: Optional[Hashable] = None,
+                points: Optional[Sequence[Click]] = None, use_ips: bool = True) -> AutoResult:
+        """``points``: the GT-points mode (8 positive then 8 negative, in the slice's frame) instead of
+        the APM's; ``use_ips`` False: the base model without the pattern tokens (ablation)."""
+        emb = self.sam.embed(image, key)
+        x = with_name(emb.image, self.index(name))
+        features = (emb.embeddings, emb.intermediates)
+        if points is None:
+            coords = self.promise.points(x, features)
+            net_points = (coords, point_labels(1, coords.shape[1], coords.device))
+        else:
+            net_points = self.sam.points([emb.box.to_network(p) for p in points])
+        ips = self.promise.ips if use_ips else None
+        shift = ips(emb.embeddings, torch.tensor([self.index(name)], device=self.sam.device)) if ips is not None else None
+        out = self.sam.predict(emb, points=net_points, token_shift=shift)
+        mask = out.logits > 0  # probability 0.5
+        if self.opening:
+            mask = ndimage.binary_opening(mask, structure=OPENING)
+        shown = [from_network(emb.box, float(y), float(x_))._replace(positive=bool(lab > 0))
+                 for (x_, y), lab in zip(net_points[0][0].tolist(), net_points[1][0].tolist())]
+        return AutoResult(out.logits, mask, None, shown)
+
+
+def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key: Hashable) -> Dict[str, object]:
+    """Every slice of ``volume`` along ``axis`` (``segment(slice, name, key)`` each) -> the 3D mask."""
+    out = np.zeros(volume.shape, np.uint8)
+    found = 0
+    for index in range(volume.shape[axis]):
+        result = segment(np.take(volume, index, axis=axis), name, (image_key, axis, index))
+        if result.mask.any():
+            sl = [slice(None)] * 3
+            sl[axis] = index
+            out[tuple(sl)] = result.mask
+            found += 1
+    return {"mask": out, "slices_with_structure": found}
+
+
+def as_previous_logits(logits: np.ndarray) -> torch.Tensor:
+    """An automatic mask as PE-MED's previous logits (1, 1, H, W): a ramp across the mask's edge
+    (signed distance / 2, clipped to +-1) scaled to +-3, the confidence of a PE-MED mask away from
+    its edge, whatever scale the automatic method's own logits have."""
+    mask = logits > 0
+    signed = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
+    return torch.from_numpy((np.clip(signed / 2.0, -1.0, 1.0) * 3.0).astype(np.float32))[None, None]
+
+
+def corrects(logits: np.ndarray, clicks: Sequence[Click], near: float = 0.1) -> bool:
+    """Do these first clicks correct this automatic mask (not start another structure)? Yes when a
+    negative click lies inside it or a positive one within ``near`` x the slice's longer side of it."""
+    mask = logits > 0
+    if not mask.any():
+        return False
+    distance = ndimage.distance_transform_edt(~mask)
+    reach = near * max(mask.shape)
+    return any((not c.positive and mask[c.row, c.col]) or (c.positive and distance[c.row, c.col] <= reach)
+               for c in clicks)

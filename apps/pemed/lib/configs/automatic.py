@@ -1,0 +1,111 @@
+"""TaskConfigs of the automatic methods, ``curriculum`` and ``promise``, and of the foundation model
+they share.
+
+conf keys (``--conf key value``):
+    sam_checkpoint   the foundation model (default model/sam_tiny.pt, the app's own); a user's SAM
+                     (vit_b, vit_l, vit_h) or MedSAM file from a local path with ``sam_kind``
+    sam_kind         the architecture of a checkpoint that does not describe itself: vit_b, vit_l,
+                     vit_h or medsam (the app's own checkpoints say theirs)
+    auto_labels      the structures the automatic methods segment, AAL names comma-separated
+                     (default: the held-out structures, which the foundation model never saw)
+    curriculum_min_score  the detector's confidence below which a slice has no structure (default 0.3)
+    auto_train_epochs, auto_train_samples, auto_train_replay  a fine-tuning run's epochs, draws per
+                     epoch and share of engine draws replayed (defaults 4, 64, 0.5)
+Checkpoints: model/curriculum_box.pt, curriculum_edges.pt, curriculum_sam.pt (Curriculum's
+detector, edge-point network, fine-tuned prompt encoder / decoder) and model/promise.pt (APM + IPS);
+fine-tuning as labels arrive writes ``<name>_finetuned.pt`` beside each, which serving prefers.
+A ProMISe or Curriculum model is trained on one foundation model: after changing sam_checkpoint,
+train them again (apps/pemed/train_auto.py).
+"""
+
+import os
+from typing import Dict, Optional
+
+import torch
+from monailabel.interfaces.config import TaskConfig
+from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.train import TrainTask
+
+from ..checkpoint import load_network
+from ..infers.automatic import AutomaticInfer, FoundationModel, build_curriculum, build_promise
+from ..networks.sam import load_sam
+from ..trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain
+from .labels import AAL_LABELS, HELD_OUT
+
+_FOUNDATIONS: Dict[tuple, FoundationModel] = {}
+
+
+def foundation(model_dir: str, conf) -> FoundationModel:
+    """The one FoundationModel (its predictor and embedding cache) of this checkpoint, for every task."""
+    path = conf.get("sam_checkpoint", os.path.join(model_dir, "sam_tiny.pt"))
+    kind = conf.get("sam_kind") or None
+    return _FOUNDATIONS.setdefault((os.path.abspath(path), kind), FoundationModel(path, kind))
+
+
+class AutomaticConfig(TaskConfig):
+    files: tuple = ()  # this method's checkpoint names, in the order its predictor takes them
+
+    def init(self, name: str, model_dir: str, conf, planner, **kwargs):
+        super().init(name, model_dir, conf, planner, **kwargs)
+        names = [n.strip() for n in conf.get("auto_labels", ",".join(HELD_OUT)).split(",") if n.strip()]
+        unknown = [n for n in names if n not in AAL_LABELS]
+        if unknown:
+            raise ValueError(f"auto_labels: unknown AAL names {unknown}")
+        self.labels = {n: AAL_LABELS[n] for n in names}
+        self.foundation = foundation(model_dir, conf)
+        self.groups = [[os.path.join(model_dir, f"{f}.pt"), os.path.join(model_dir, f"{f}_finetuned.pt")]
+                       for f in self.files]
+        self.path = [p for g in self.groups for p in g]
+        self.budget = {"max_epochs": int(conf.get("auto_train_epochs", 4)),
+                       "samples_per_epoch": int(conf.get("auto_train_samples", 64))}
+        self.replay_share = float(conf.get("auto_train_replay", 0.5))
+        replay = conf.get("pemed_replay_maps", os.path.join(model_dir, "colin27_maps.npz"))
+        self.replay_maps = "" if replay.lower() == "none" else replay
+        self.modality = conf.get("pemed_modality", "auto")
+
+    def newest(self, group: int) -> Optional[str]:
+        existing = [p for p in self.groups[group] if os.path.exists(p)]
+        return existing[-1] if existing else None
+
+    def train_options(self, group: int) -> dict:
+        return dict(model_dir=os.path.join(self.model_dir, f"train_{self.files[group]}"),
+                    publish_path=self.groups[group][1], values=list(self.labels.values()), size=256, lr=1e-4,
+                    modality=self.modality, config=dict(self.budget), publish_each_epoch=False,
+                    replay_maps=self.replay_maps, replay_share=self.replay_share, amp=torch.cuda.is_available(),
+                    tracking=None)
+
+
+class Curriculum(AutomaticConfig):
+    files = ("curriculum_box", "curriculum_edges", "curriculum_sam")
+
+    def infer(self) -> Dict[str, InferTask]:
+        min_score = float(self.conf.get("curriculum_min_score", 0.3))
+        return {self.name: AutomaticInfer(
+            self.name, self.groups, self.foundation, self.labels, build_curriculum(min_score), self.modality,
+            "Curriculum Prompting: detector box -> coarse mask; 8 edge points (negative) + coarse mask -> mask")}
+
+    def trainer(self) -> Optional[Dict[str, TrainTask]]:
+        """Curriculum's three models, each its own training task (``curriculum_box``, ...)."""
+        if self.newest(0) is None or self.newest(1) is None or self.newest(2) is None:
+            return None  # train them first with train_auto.py: fine-tuning needs a start
+        tasks = {}
+        for i in (0, 1):
+            tasks[self.files[i]] = HeatmapTrain(network=load_network(self.newest(i))[0], **self.train_options(i))
+        tasks[self.files[2]] = CurriculumSAMTrain(network=load_sam(self.newest(2))[0], **self.train_options(2))
+        return tasks
+
+
+class ProMISeConfig(AutomaticConfig):
+    files = ("promise",)
+
+    def infer(self) -> Dict[str, InferTask]:
+        return {self.name: AutomaticInfer(
+            self.name, self.groups, self.foundation, self.labels, build_promise, self.modality,
+            "ProMISe: a frozen foundation model prompted by its Auto-Prompting Module and pattern tokens")}
+
+    def trainer(self) -> Optional[Dict[str, TrainTask]]:
+        if self.newest(0) is None or not self.foundation.exists():
+            return None
+        base = load_sam(self.foundation.path, self.foundation.kind)[0]
+        return {self.name: ProMISeTrain(network=load_network(self.newest(0), base_sam=base)[0],
+                                        **self.train_options(0))}

@@ -1,0 +1,198 @@
+"""The automatic infer tasks, ``curriculum`` and ``promise``: a named structure segmented with no clicks.
+
+Request params:
+    label    the structure's name (one of the task's labels; default: the task's first)
+    slice    for 3D images, the slice to segment; without it every slice along ``axis`` is segmented
+             and the 3D label returned
+    axis     for 3D images, the array axis slices are taken along (default 2)
+    client_id  as for ``pemed``: with the client the server adds, the key of the result PE-MED may
+             start from (lib/prompts/session.py's AutomaticResults)
+The answer's label holds 1 on the structure (``label_names`` in the result says which); the result
+also gives the prompts the method made (Curriculum's box and edge points, ProMISe's points) for a
+single slice, and timings.
+"""
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Dict, Hashable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from ..automatic import AutoResult, CurriculumPredictor, ProMISePredictor, segment_volume
+from ..checkpoint import load_network
+from ..errors import InvalidRequest
+from ..networks.sam import load_sam
+from ..prompts.session import AUTOMATIC_RESULTS
+from ..sam_predictor import SAMPredictor
+from ..transforms.transforms import AUTO, normalize_intensity
+from .pemed import ImageCache, axis_param, int_param, write_label_nrrd
+
+logger = logging.getLogger(__name__)
+
+
+class FoundationModel:
+    """The foundation model's predictor (its embedding cache), one per device, shared by the tasks
+    that use it, reloaded when its file changes."""
+
+    def __init__(self, path: str, kind: Optional[str] = None, cache_size: int = 32):
+        self.path, self.kind, self.cache_size = path, kind, cache_size
+        self._loaded: Dict[str, Tuple[SAMPredictor, float]] = {}
+        self._lock = threading.Lock()
+
+    def exists(self) -> bool:
+        return bool(self.path) and os.path.isfile(self.path)
+
+    def predictor(self, device: str) -> SAMPredictor:
+        if not self.exists():
+            raise InvalidRequest(f"no foundation model at {self.path}", 503)
+        mtime = os.path.getmtime(self.path)
+        with self._lock:
+            cached = self._loaded.get(device)
+            if cached is None or cached[1] != mtime:
+                sam, meta = load_sam(self.path, self.kind, device)
+                logger.info(f"foundation model {sam.spec.kind} loaded from {self.path} on {device}")
+                cached = (SAMPredictor(sam, device, self.cache_size), mtime)
+                self._loaded[device] = cached
+            return cached[0]
+
+
+class AutomaticInfer(BasicInferTask):
+    """One automatic method; ``build(sam_predictor, paths of its checkpoints, device)`` makes its predictor."""
+
+    def __init__(self, method: str, checkpoints: Sequence[Sequence[str]], foundation: FoundationModel,
+                 labels: Dict[str, int], build: Callable, modality: str = AUTO, description: str = ""):
+        super().__init__(path=[p for group in checkpoints for p in group], network=None, type=InferType.SEGMENTATION,
+                         labels={name: 1 for name in labels}, dimension=2, description=description,
+                         config={"label": next(iter(labels), ""), "axis": 2})
+        self.method, self.checkpoints, self.foundation, self.build = method, [list(g) for g in checkpoints], foundation, build
+        self.names = list(labels)
+        self.modality = modality
+        self.images = ImageCache()
+        self._predictor: Dict[str, Tuple[Any, Tuple]] = {}
+        self._lock = threading.Lock()
+
+    def newest(self) -> Optional[list]:
+        """Per checkpoint group (a model and its fine-tuned version), the newest file that exists."""
+        chosen = []
+        for group in self.checkpoints:
+            existing = [p for p in group if os.path.isfile(p)]
+            if not existing:
+                return None
+            chosen.append(existing[-1])
+        return chosen
+
+    def is_valid(self) -> bool:
+        return self.foundation.exists() and self.newest() is not None
+
+    def pre_transforms(self, data=None):
+        return []
+
+    def inverse_transforms(self, data=None):
+        return []
+
+    def post_transforms(self, data=None):
+        return []
+
+    def predictor(self, device: str):
+        paths = self.newest()
+        if paths is None:
+            raise InvalidRequest(f"{self.method}: no trained model yet (expected {self.checkpoints})", 503)
+        sam = self.foundation.predictor(device)
+        stamp = (id(sam), tuple((p, os.path.getmtime(p)) for p in paths))
+        with self._lock:
+            cached = self._predictor.get(device)
+            if cached is None or cached[1] != stamp:
+                cached = (self.build(sam, paths, device), stamp)
+                self._predictor[device] = cached
+                missing = [n for n in self.names if n not in cached[0].names]
+                if missing:
+                    logger.warning(f"{self.method}: the model knows no {missing}")
+            return cached[0]
+
+    def writer(self, data: Dict[str, Any], extension=None, dtype=None):
+        ext = str(extension or data.get("result_extension") or "").lower()
+        if ext != ".nrrd" or data.get("result_compress"):
+            return super().writer(data, extension, dtype)
+        import tempfile
+        path = tempfile.NamedTemporaryFile(suffix=".nrrd", delete=False).name
+        write_label_nrrd(np.asarray(data["pred"]), data.get("pred_meta_dict", {}).get("affine"), path)
+        return path, data.get("result", {})
+
+    def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
+        t0 = time.perf_counter()
+        name = data.get("label") or self.names[0]
+        if not isinstance(name, str) or name not in self.names:
+            raise InvalidRequest(f"{self.method} segments one named structure: 'label' must be one of {self.names}")
+        array, affine, is_rgb, found = self.images.load(data.get("image_path") or data.get("image"))
+        if is_rgb:
+            array = array.mean(axis=0)
+        if array.ndim not in (2, 3):
+            raise InvalidRequest(f"{self.method} segments 2D images or 3D volumes; this image has shape {array.shape}", 422)
+        modality = found if self.modality.lower() == AUTO else self.modality
+        predictor = self.predictor(str(device))
+        image_key = (data.get("image"), os.path.getmtime(data.get("image_path") or data.get("image")))
+        result: Dict[str, Any] = {"label": name, "label_names": {name: 1}, "method": self.method}
+        if array.ndim == 2:
+            out = self._slice(predictor, normalize_intensity(array, modality), name, (image_key, None, None))
+            label = out.mask.astype(np.uint8)
+            result.update(prompts(out))
+            self._remember(data, name, None, None, out)
+        else:
+            axis = axis_param(data)
+            index = int_param(data, "slice", None)
+            if index is not None:
+                if not 0 <= index < array.shape[axis]:
+                    raise InvalidRequest(f"slice {index} is outside the volume (0..{array.shape[axis] - 1} along axis {axis})")
+                out = self._slice(predictor, normalize_intensity(np.take(array, index, axis=axis), modality), name,
+                                  (image_key, axis, index))
+                label = np.zeros(array.shape, np.uint8, order="F")
+                sl = [slice(None)] * 3
+                sl[axis] = index
+                label[tuple(sl)] = out.mask
+                result.update(prompts(out), axis=axis, slice=index)
+                self._remember(data, name, axis, index, out)
+            else:
+                volume = normalize_intensity(array, modality)  # one normalisation for the whole volume
+                found3d = segment_volume(lambda s, n, k: self._slice(predictor, s, n, k), volume, axis, name, image_key)
+                label = np.asfortranarray(found3d["mask"])
+                result.update(axis=axis, slices_with_structure=found3d["slices_with_structure"])
+        data["pred"] = label
+        data["pred_meta_dict"] = {"affine": affine}
+        result["foreground_pixels"] = int(label.sum())
+        result["timings_ms"] = {"total_inferer": round((time.perf_counter() - t0) * 1e3, 2)}
+        data["result"] = result
+        return data
+
+    def _slice(self, predictor, image: np.ndarray, name: str, key: Hashable) -> AutoResult:
+        with torch.inference_mode():
+            return predictor.segment(image, name, key)
+
+    def _remember(self, data, name, axis, index, out: AutoResult) -> None:
+        """The slice's result, for PE-MED to start from when the user corrects it with clicks."""
+        AUTOMATIC_RESULTS.put((str(data.get("client") or ""), data.get("image"), axis, index), name, self.method,
+                              out.logits)
+
+
+def prompts(out: AutoResult) -> Dict[str, Any]:
+    shown = {"points": [[p.row, p.col, int(p.positive)] for p in out.points], "score": round(out.score, 4)}
+    if out.box is not None:
+        shown["box"] = list(out.box)
+    return shown
+
+
+def build_curriculum(min_score: float) -> Callable:
+    def build(sam: SAMPredictor, paths, device):
+        detector, edges, decoder = paths
+        decoder_sam = load_network(decoder, device)[0]
+        return CurriculumPredictor(sam, load_network(detector, device)[0], load_network(edges, device)[0], decoder_sam,
+                                   min_score)
+    return build
+
+
+def build_promise(sam: SAMPredictor, paths, device):
+    return ProMISePredictor(sam, load_network(paths[0], device, base_sam=sam.sam)[0])

@@ -1,0 +1,168 @@
+"""Trainers of the automatic methods, which learn named structures from labels: ProMISe's new modules,
+Curriculum Prompting's box detector, edge-point network and SAM prompt encoder / decoder, and the
+task-specific UNet baseline. All run on PE-MED's trainer machinery (BasicTrainTask, ignite; resume,
+publish after each epoch or once at the end, replay of the data engine beside saved labels).
+
+Samples: the engine's named draws (Colin27's AAL structures under random warps and contrasts:
+DataEngine.draw_named) or saved label volumes (a slice holding a named structure); then one named
+structure becomes the target and the image the [image, name plane] input (lib/transforms/named.py).
+Left-right flips would swap a structure's side, so these trainers never flip.
+"""
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from monai.handlers import MeanSquaredError, from_engine
+from monai.losses import DiceCELoss
+from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Resized,
+                              SpatialPadd)
+
+from ..data.engine import NamedDrawd
+from ..networks.curriculum import HeatmapLoss
+from ..networks.promise import ProMISe
+from ..prompts.boxes import box_of, edge_points, jitter_box
+from ..prompts.clicks import Click
+from ..transforms.named import HeatmapTargetd, PickNamed, ToClassIndicesd
+from ..transforms.transforms import MatchChannelsd, RandStructureSliced, intensity_transform
+from .pemed import PEMEDTrain, _EitherSourced
+from .sam import SAMPromptSimulation, SAMTrain
+
+
+class NamedStructures:
+    """The data of the automatic methods (a mixin before PEMEDTrain): ``values`` are the atlas
+    values of the names, in order; ``pick`` False keeps the class map (the multi-class baseline)."""
+
+    values: Sequence[int] = ()
+    pick: bool = True
+    target_transforms: list = []
+
+    def _pre_transforms(self, augment: bool):
+        spatial = ("image", "label")
+        to_tensors = EnsureTyped(keys=spatial, dtype=torch.float32, track_meta=False)
+        tail = ([PickNamed()] if self.pick else []) + [
+            Resized(keys=spatial, spatial_size=self.size, size_mode="longest", mode=("bilinear", "nearest")),
+            SpatialPadd(keys=spatial, spatial_size=(self.size, self.size))] + list(self.target_transforms)
+        if self.engine is not None:
+            return [NamedDrawd(self.engine, self.values), to_tensors] + tail
+        saved = [LoadImaged(keys=spatial), EnsureChannelFirstd(keys=spatial), MatchChannelsd(keys="image", channels=1),
+                 ToClassIndicesd(keys="label", values=self.values), RandStructureSliced(keys=spatial), to_tensors,
+                 intensity_transform(self.modality, "image")] + tail
+        replay = self.replay_engine()
+        if replay is None:
+            return saved
+        return [_EitherSourced(Compose([NamedDrawd(replay, self.values), to_tensors] + tail), Compose(saved))]
+
+    def train_iteration_update(self, context):
+        return None  # the engine's own step: network(input) -> loss
+
+    def val_iteration_update(self, context):
+        return None
+
+
+class ProMISeTrain(NamedStructures, PEMEDTrain):
+    """Only the APM and IPS learn (Adam); every foundation-model weight stays as it was. BCE + soft Dice."""
+
+    def __init__(self, model_dir: str, network: ProMISe, publish_path: str, values: Sequence[int], **kwargs):
+        self.values = tuple(values)
+        kwargs.setdefault("description", "Train ProMISe's Auto-Prompting Module and pattern tokens")
+        super().__init__(model_dir, network, publish_path, **kwargs)
+
+    def optimizer(self, context):
+        net = context.network
+        return torch.optim.Adam(net.new_modules().parameters(), lr=float(context.request.get("lr", self.lr)))
+
+    def loss_function(self, context):
+        return DiceCELoss(sigmoid=True)
+
+
+class HeatmapTrain(NamedStructures, PEMEDTrain):
+    """Curriculum's box detector or edge-point network (``network.head``)."""
+
+    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], **kwargs):
+        self.values = tuple(values)
+        self.target_transforms = [HeatmapTargetd(network.head)]
+        kwargs.setdefault("description", f"Train Curriculum Prompting's {network.head} network")
+        super().__init__(model_dir, network, publish_path, **kwargs)
+
+    def loss_function(self, context):
+        return HeatmapLoss(self._network.head)
+
+    def train_post_transforms(self, context):
+        return None  # heatmaps and sizes as they are
+
+    def train_key_metric(self, context):
+        return {"train_heatmap_mse": MeanSquaredError(output_transform=from_engine(["pred", "label"]))}
+
+    def val_key_metric(self, context):
+        return {"val_heatmap_mse": MeanSquaredError(output_transform=from_engine(["pred", "label"]))}
+
+
+class TaskUNetTrain(NamedStructures, PEMEDTrain):
+    """The baseline: every named structure at once, softmax Dice + cross-entropy."""
+
+    pick = False
+
+    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], **kwargs):
+        self.values = tuple(values)
+        kwargs.setdefault("description", "Train the task-specific UNet baseline")
+        super().__init__(model_dir, network, publish_path, **kwargs)
+
+    def loss_function(self, context):
+        return DiceCELoss(softmax=True, to_onehot_y=True)
+
+    def train_post_transforms(self, context):
+        n = 1 + len(self._network.names)
+        return [Activationsd(keys="pred", softmax=True), AsDiscreted(keys=("pred", "label"), argmax=(True, False),
+                                                                     to_onehot=(n, n))]
+
+
+class CurriculumSimulation(SAMPromptSimulation):
+    """Curriculum's two stages as its SAM fine-tuning sees them: the ground truth's box (SAM's box
+    noise) -> the coarse mask; the 8 edge points (moved by up to ``point_noise`` pixels, labelled
+    negative, or positive with ``edge_positive``) with the coarse logits as the mask prompt and no
+    box -> the final mask. Dice + BCE on both; the image encoder stays frozen."""
+
+    train_encoder = False
+
+    def __init__(self, train: bool = True, seed: Optional[int] = None, point_noise: float = 2.0,
+                 edge_positive: bool = False):
+        super().__init__(0, train, 1.0, seed, iou_weight=0.0)
+        self.point_noise, self.edge_positive = point_noise, edge_positive
+
+    def _edges(self, g: np.ndarray):
+        points = edge_points(g, self.edge_positive)
+        if not self.train:
+            return points
+        n = np.clip(np.round(self.rng.normal(0, self.point_noise / 2, (len(points), 2))), -self.point_noise,
+                    self.point_noise)
+        return [Click(int(np.clip(p.row + dr, 0, g.shape[0] - 1)), int(np.clip(p.col + dc, 0, g.shape[1] - 1)),
+                      p.positive) for p, (dr, dc) in zip(points, n)]
+
+    def passes(self, sam, emb, gts, labels):
+        boxes = [(jitter_box(b, g.shape, self.rng) if self.train else b) if (b := box_of(g)) else None for g in gts]
+        low, iou = self._decode(sam, emb, boxes, [[] for _ in gts], None)
+        coarse_loss, _ = self._loss(low, iou, labels)
+        final, iou = self._decode(sam, emb, [None] * len(gts), [self._edges(g) for g in gts], low.detach())
+        final_loss, logits = self._loss(final, iou, labels)
+        return [coarse_loss, final_loss], logits
+
+
+class CurriculumSAMTrain(NamedStructures, SAMTrain):
+    """Fine-tunes the foundation model's prompt encoder and mask decoder (AdamW) for Curriculum's
+    prompts; the image encoder is frozen and shared with the base model."""
+
+    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], edge_positive: bool = False,
+                 **kwargs):
+        self.values, self.edge_positive = tuple(values), edge_positive
+        kwargs.setdefault("trainable", ["prompt_encoder", "mask_decoder"])
+        kwargs.setdefault("description", "Fine-tune SAM's prompt encoder and decoder for Curriculum Prompting")
+        super().__init__(model_dir, network, publish_path, **kwargs)
+
+    def train_iteration_update(self, context):
+        self._click_simulation = CurriculumSimulation(True, self._rank_seed(context), edge_positive=self.edge_positive)
+        return self._click_simulation
+
+    def val_iteration_update(self, context):
+        return CurriculumSimulation(False, edge_positive=self.edge_positive)
+

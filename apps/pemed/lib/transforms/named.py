@@ -1,0 +1,69 @@
+"""Transforms for the automatic methods, which learn structures by name: a class map (0 background,
+k + 1 for the k-th name) becomes one named binary target and the [image, name plane] input."""
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable
+
+from ..networks.curriculum import heatmap_targets
+from ..networks.promise import with_name
+
+
+class ToClassIndicesd(MapTransform):
+    """A label map of atlas values -> the class map of ``values`` (everything else 0)."""
+
+    def __init__(self, keys: KeysCollection, values: Sequence[int]):
+        super().__init__(keys)
+        self.lookup = {int(v): k + 1 for k, v in enumerate(values)}
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            lab = d[key]
+            arr = np.asarray(lab.detach().cpu() if isinstance(lab, torch.Tensor) else lab).round().astype(np.int64)
+            out = np.zeros(arr.shape, np.float32)
+            for v, k in self.lookup.items():
+                out[arr == v] = k
+            d[key] = torch.as_tensor(out)
+        return d
+
+
+class PickNamed(Randomizable, MapTransform):
+    """One class present with at least ``min_area`` pixels (else the largest) becomes the binary
+    ``label``; the image becomes [image, name plane]; ``name`` keeps the index."""
+
+    def __init__(self, image_key: str = "image", label_key: str = "label", min_area: int = 20):
+        MapTransform.__init__(self, keys=[image_key, label_key])
+        self.image_key, self.label_key, self.min_area = image_key, label_key, min_area
+
+    def __call__(self, data):
+        d = dict(data)
+        classes = torch.as_tensor(d[self.label_key])
+        values, counts = torch.unique(classes.round().long(), return_counts=True)
+        present = [(int(v), int(c)) for v, c in zip(values, counts) if v > 0]
+        if not present:
+            raise ValueError("no named structure on this sample")
+        big = [v for v, c in present if c >= self.min_area] or [max(present, key=lambda vc: vc[1])[0]]
+        chosen = int(self.R.choice(big))
+        d[self.label_key] = (classes.round() == chosen).float()
+        d[self.image_key] = with_name(torch.as_tensor(d[self.image_key])[None], chosen - 1)[0]
+        d["name"] = chosen - 1
+        return d
+
+
+class HeatmapTargetd(MapTransform):
+    """The binary label -> the heatmap network's target maps (lib/networks/curriculum.py)."""
+
+    def __init__(self, head: str, label_key: str = "label"):
+        super().__init__(keys=label_key)
+        self.head = head
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            mask = np.asarray(torch.as_tensor(d[key])[0]) > 0.5
+            d[key] = torch.from_numpy(heatmap_targets(mask, self.head))
+        return d

@@ -1,0 +1,136 @@
+"""Train a model of the automatic methods on named structures (lib/trainers/automatic.py):
+
+    python apps/pemed/train_auto.py METHOD --engine --out FILE.pt [--base SAM.pt] [--names A,B,...]
+        [--epochs 20] [--samples-per-epoch 256] [--batch 8] [--lr ...] [--resume] [--device cuda|cpu]
+    python apps/pemed/train_auto.py METHOD --studies DIR --out FILE.pt ...
+
+METHOD: ``promise`` (APM + IPS on the frozen ``--base``; ``--no-ips`` for the ablation), ``box`` and
+``edges`` (Curriculum's detector and edge-point network), ``curriculum_sam`` (Curriculum's prompt
+encoder / decoder fine-tuning of ``--base``; ``--edge-positive`` for the ablation), ``unet`` (the
+task-specific baseline). ``--engine`` draws the named AAL structures from the training-data engine
+(training seeds and training slices only; evaluate_auto.py keeps its own apart); ``--studies``
+trains on saved labels. The default names are the structures the foundation model never saw
+(lib/configs/labels.py's HELD_OUT). Writes the checkpoint after every epoch and ``<out>.train.json``.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+from monai.utils import set_determinism  # noqa: E402
+
+from lib.checkpoint import load_network  # noqa: E402
+from lib.configs.labels import AAL_LABELS, HELD_OUT  # noqa: E402
+from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
+from lib.data.engine import DataEngine  # noqa: E402
+from lib.networks.baseline import TaskUNet  # noqa: E402
+from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
+from lib.networks.promise import ProMISe  # noqa: E402
+from lib.networks.sam import load_sam  # noqa: E402
+from lib.studies import labelled, open_studies  # noqa: E402
+from lib.trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain, TaskUNetTrain  # noqa: E402
+from train import REPO, VAL_SEED_BASE  # noqa: E402
+
+METHODS = ("promise", "box", "edges", "curriculum_sam", "unet")
+DEFAULT_LR = {"promise": 1e-4, "box": 1e-3, "edges": 1e-3, "curriculum_sam": 1e-4, "unet": 1e-3}
+
+
+def build(method: str, names, values, args, out: str, run_dir: str, engine):
+    """(trainer task, network) for ``method``, from ``--init`` when given."""
+    common = dict(size=256, lr=args.lr or DEFAULT_LR[method], engine=engine, seed=args.seed, tracking=None,
+                  resume_path=os.path.splitext(out)[0] + ".resume.pt", amp=args.device.startswith("cuda"),
+                  train_save_interval=10 ** 9, num_workers=args.workers)
+    base = load_sam(args.base)[0] if method in ("promise", "curriculum_sam") else None
+    init = load_network(args.init, base_sam=base)[0] if args.init else None
+    if method == "promise":
+        net = init or ProMISe(base, names, use_ips=not args.no_ips, base=args.base)
+        return ProMISeTrain(run_dir, net, out, values, **common), net
+    if method in ("box", "edges"):
+        net = init or PromptHeatmapNet(names, method)
+        return HeatmapTrain(run_dir, net, out, values, **common), net
+    if method == "curriculum_sam":
+        net = init or base
+        return CurriculumSAMTrain(run_dir, net, out, values, edge_positive=args.edge_positive, **common), net
+    net = init or TaskUNet(names)
+    return TaskUNetTrain(run_dir, net, out, values, **common), net
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("method", choices=METHODS)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--studies")
+    source.add_argument("--engine", action="store_true")
+    p.add_argument("--out", required=True)
+    p.add_argument("--base", default="", help="the foundation model (promise, curriculum_sam)")
+    p.add_argument("--init", default="", help="continue from this checkpoint of the method")
+    p.add_argument("--names", default=",".join(HELD_OUT), help="AAL names, comma-separated")
+    p.add_argument("--no-ips", action="store_true", help="promise: the APM alone (ablation)")
+    p.add_argument("--edge-positive", action="store_true", help="curriculum_sam: edge points labelled positive")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--samples-per-epoch", type=int, default=256)
+    p.add_argument("--val-samples", type=int, default=0)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.0)
+    p.add_argument("--real-prob", type=float, default=0.25)
+    p.add_argument("--mricron", default=DEFAULT_SRC)
+    p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"))
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    set_determinism(seed=args.seed)
+    names = [n.strip() for n in args.names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in AAL_LABELS]
+    if unknown or not names:
+        print(f"error: --names: unknown AAL names {unknown}" if unknown else "error: --names is empty", file=sys.stderr)
+        return 2
+    if args.method in ("promise", "curriculum_sam") and not args.base:
+        print(f"error: {args.method} needs --base (the foundation model's checkpoint)", file=sys.stderr)
+        return 2
+    values = [AAL_LABELS[n] for n in names]
+    engine, datastore, val_ds = None, None, None
+    if args.engine:
+        engine = DataEngine(load_maps(args.mricron, args.maps_cache), real_prob=args.real_prob)
+        datalist = [{"seed": i, "fixed": False} for i in range(args.samples_per_epoch)]
+        val_ds = [{"seed": VAL_SEED_BASE + i, "fixed": True} for i in range(args.val_samples)]
+    else:
+        datastore = open_studies(args.studies)
+        datalist = labelled(datastore)
+        if not datalist:
+            print(f"error: no labelled studies in {args.studies}", file=sys.stderr)
+            return 2
+    out = os.path.abspath(args.out)
+    if not args.resume and os.path.exists(os.path.splitext(out)[0] + ".resume.pt"):
+        os.remove(os.path.splitext(out)[0] + ".resume.pt")
+    task, net = build(args.method, names, values, args, out, os.path.splitext(out)[0] + "_run", engine)
+    request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
+               "device": args.device, "train_ds": datalist, "val_split": 0.0, "multi_gpu": False,
+               "tracking": "None", "name": "run", "pretrained": False}
+    if engine is not None:
+        request.update({"val_ds": val_ds, "dataset": "Dataset"})
+    if args.workers:
+        request["dataloader"] = "DataLoader"
+    start = time.time()
+    task(request, datastore)
+    card = {"command": " ".join(["python", "apps/pemed/train_auto.py"] + (argv if argv is not None else sys.argv[1:])),
+            "method": args.method, "names": names, "epochs": args.epochs, "samples_per_epoch": args.samples_per_epoch,
+            "batch": args.batch, "device": args.device, "torch_threads": torch.get_num_threads(),
+            "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
+            "wall_time_s": round(time.time() - start, 1)}
+    with open(os.path.splitext(out)[0] + ".train.json", "w") as f:
+        json.dump(card, f, indent=1)
+    print(json.dumps(card, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

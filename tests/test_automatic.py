@@ -1,0 +1,167 @@
+"""The foundation model, its checkpoints and embedding cache, the prompts drawn from masks, and the
+automatic methods (Curriculum Prompting, ProMISe) as plain modules and trainers."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import MRICRON, ROOT
+
+from lib.networks.sam import SAM_KINDS, build_sam, load_sam, save_sam, spec_of
+from lib.prompts.boxes import box_of, edge_points, ground_truth_points, jitter_box
+
+
+def ellipse(shape=(120, 100), centre=(60, 45), radii=(25, 15)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return ((yy - centre[0]) / radii[0]) ** 2 + ((xx - centre[1]) / radii[1]) ** 2 <= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_sam():
+    torch.manual_seed(0)
+    return build_sam(spec_of("pemed_sam_tiny"))
+
+
+def test_edge_points_are_the_extremes_in_8_directions():
+    mask = ellipse()
+    points = edge_points(mask)
+    assert len(points) == 8 and not any(p.positive for p in points)
+    assert all(mask[p.row, p.col] for p in points)
+    (r0, c0, r1, c1) = box_of(mask)
+    # 0 degrees = +col, 90 = +row, 180 = -col, 270 = -row
+    assert points[0].col == c1 and points[2].row == r1 and points[4].col == c0 and points[6].row == r0
+    assert abs(points[0].row - 60) <= 1 and abs(points[2].col - 45) <= 1
+    # diagonals lie on the outline between the axes' extremes
+    assert points[1].row > 60 and points[1].col > 45 and points[5].row < 60 and points[5].col < 45
+    assert edge_points(np.zeros((10, 10), bool)) == []
+
+
+def test_box_jitter_and_ground_truth_points():
+    rng = np.random.default_rng(0)
+    mask = ellipse()
+    box = box_of(mask)
+    assert box == (35, 30, 85, 60)
+    for _ in range(20):
+        r0, c0, r1, c1 = jitter_box(box, mask.shape, rng)
+        assert 0 <= r0 <= r1 < 120 and 0 <= c0 <= c1 < 100 and abs(r0 - 35) <= 20
+    points = ground_truth_points(mask, rng)
+    assert [p.positive for p in points] == [True] * 8 + [False] * 8
+    assert all(mask[p.row, p.col] == p.positive for p in points)
+
+
+def test_a_users_sam_checkpoint_loads_from_a_local_file(tmp_path):
+    """A file in Meta's format (a bare state dict of the vit_b architecture), and MedSAM's (under
+    'model'), load with the kind's input size and normalisation; a wrong kind is a clear error."""
+    torch.manual_seed(0)
+    vit_b = build_sam(spec_of("vit_b"))
+    state = vit_b.state_dict()
+    path = tmp_path / "sam_vit_b_01ec64.pth"
+    torch.save(state, path)
+    loaded, _ = load_sam(str(path), "vit_b")
+    assert loaded.spec.img_size == 1024 and loaded.spec.scale == 255.0 and loaded.spec.pixel_mean[0] == 123.675
+    key = "image_encoder.blocks.0.attn.qkv.weight"
+    assert torch.equal(loaded.state_dict()[key], state[key])
+    medsam = tmp_path / "medsam_vit_b.pth"
+    torch.save({"model": state, "epoch": 3}, medsam)
+    loaded, _ = load_sam(str(medsam), "medsam")
+    assert loaded.spec.scale == 1.0 and loaded.spec.pixel_std == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="does not fit the vit_l"):
+        load_sam(str(path), "vit_l")
+    with pytest.raises(ValueError, match="name the kind"):
+        load_sam(str(path))
+    with pytest.raises(FileNotFoundError):
+        load_sam(str(tmp_path / "missing.pth"), "vit_b")
+    assert set(SAM_KINDS) == {"pemed_sam_tiny", "vit_b", "vit_l", "vit_h", "medsam"}
+
+
+def test_the_apps_checkpoint_describes_itself(tmp_path, tiny_sam):
+    path = str(tmp_path / "sam_tiny.pt")
+    save_sam(path, tiny_sam, {"note": "random"}, half=True)
+    loaded, meta = load_sam(path)
+    assert loaded.spec == tiny_sam.spec and meta == {"note": "random"}
+
+
+def test_the_embedding_is_cached_per_slice(tiny_sam):
+    from lib.prompts.clicks import Click
+    from lib.sam_predictor import SAMPredictor
+
+    predictor = SAMPredictor(tiny_sam, cache_size=2)
+    calls = []
+    hook = tiny_sam.image_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        image = np.random.default_rng(0).random((90, 70)).astype(np.float32)
+        emb = predictor.embed(image, key=("img", 2, 10))
+        first = predictor.predict(emb, clicks=[Click(40, 30, True)])
+        again = predictor.embed(image, key=("img", 2, 10))
+        second = predictor.predict(again, clicks=[Click(40, 30, True), Click(10, 10, False)], mask_logits=first.low_res)
+        assert len(calls) == 1 and again is emb
+        assert first.logits.shape == (90, 70) and second.logits.shape == (90, 70)
+        predictor.embed(image, key=("img", 2, 11))
+        predictor.embed(image, key=("img", 2, 12))  # the least recently used leaves the cache
+        assert not predictor.cached(("img", 2, 10)) and len(calls) == 3
+    finally:
+        hook.remove()
+
+
+def test_curriculum_and_promise_segment_a_named_structure(tiny_sam):
+    from lib.automatic import STAGES, CurriculumPredictor, ProMISePredictor
+    from lib.networks.curriculum import PromptHeatmapNet
+    from lib.networks.promise import ProMISe
+    from lib.sam_predictor import SAMPredictor
+
+    names = ["Putamen_L", "Thalamus_L"]
+    predictor = SAMPredictor(tiny_sam)
+    curriculum = CurriculumPredictor(predictor, PromptHeatmapNet(names, "box"), PromptHeatmapNet(names, "edges"),
+                                     min_score=0.0)
+    image = np.random.default_rng(1).random((100, 120)).astype(np.float32)
+    for stages in STAGES:
+        out = curriculum.segment(image, "Thalamus_L", key="x", stages=stages)
+        assert out.logits.shape == (100, 120) and len(out.points) == 8
+    assert out.coarse is not None and not any(p.positive for p in out.points)
+    promise = ProMISePredictor(predictor, ProMISe(tiny_sam, names))
+    out = promise.segment(image, "Putamen_L", key="x")
+    assert out.mask.shape == (100, 120) and [p.positive for p in out.points] == [True] * 8 + [False] * 8
+    with pytest.raises(KeyError):
+        promise.segment(image, "Caudate_L")
+
+
+def test_heatmap_targets_decode_back_to_the_box_and_points():
+    from lib.networks.curriculum import decode_box, decode_edges, heatmap_targets
+
+    mask = ellipse((128, 128), (60, 70), (20, 12))
+    box_maps = heatmap_targets(mask, "box")
+    logits = np.log(np.clip(box_maps[:1], 1e-6, 1 - 1e-6) / (1 - np.clip(box_maps[:1], 1e-6, 1 - 1e-6)))
+    box, score = decode_box(np.concatenate([logits, box_maps[1:]]))
+    assert all(abs(a - b) <= 1 for a, b in zip(box, box_of(mask))) and score > 0.9
+    points = decode_edges(heatmap_targets(mask, "edges"))
+    assert [(p.row, p.col) for p in points] == [(p.row, p.col) for p in edge_points(mask)]
+
+
+def test_promise_training_changes_only_its_new_modules(tmp_path, tiny_sam):
+    """Every foundation-model weight bitwise as it was after training; the APM and IPS have learned."""
+    from lib.data.atlases import load_maps
+    from lib.data.engine import DataEngine
+    from lib.networks.promise import ProMISe
+    from lib.trainers.automatic import ProMISeTrain
+
+    if not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")):
+        pytest.skip("mricron-data not installed")
+    engine = DataEngine(load_maps(MRICRON, os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz")))
+    network = ProMISe(tiny_sam, ["Putamen_L", "Thalamus_L"])
+    before = {k: v.clone() for k, v in tiny_sam.state_dict().items()}
+    new_before = {k: v.clone() for k, v in network.new_modules().state_dict().items()}
+    task = ProMISeTrain(str(tmp_path / "run"), network, str(tmp_path / "promise.pt"), [73, 77], engine=engine,
+                        lr=1e-3, tracking=None, train_save_interval=10 ** 9, seed=0, amp=False)
+    stats = task({"max_epochs": 1, "train_batch_size": 2, "val_batch_size": 2, "device": "cpu",
+                  "train_ds": [{"seed": i, "fixed": False} for i in range(4)], "val_split": 0.0, "multi_gpu": False,
+                  "tracking": "None", "name": "run", "pretrained": False, "dataset": "Dataset"}, None)
+    assert stats["total_epochs"] == 1
+    after = tiny_sam.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    changed = [k for k, v in network.new_modules().state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, new_before[k])]
+    assert any(k.startswith("apm.") for k in changed) and any(k.startswith("ips.") for k in changed)
+    saved = torch.load(tmp_path / "promise.pt", weights_only=True)
+    assert saved["network"]["type"] == "promise" and not any(k.startswith("sam.") for k in saved["model"])

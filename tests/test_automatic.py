@@ -165,3 +165,24 @@ def test_promise_training_changes_only_its_new_modules(tmp_path, tiny_sam):
     assert any(k.startswith("apm.") for k in changed) and any(k.startswith("ips.") for k in changed)
     saved = torch.load(tmp_path / "promise.pt", weights_only=True)
     assert saved["network"]["type"] == "promise" and not any(k.startswith("sam.") for k in saved["model"])
+
+
+def test_curriculums_decoder_checkpoint_holds_the_decoder_alone(tmp_path, tiny_sam):
+    """Curriculum fine-tunes the prompt encoder and mask decoder: its checkpoint holds them alone and
+    loads onto the foundation model, sharing its image encoder (and so its cached embeddings)."""
+    from lib.checkpoint import load_network, save_checkpoint
+    from lib.networks.sam import with_own_decoder
+
+    own = with_own_decoder(tiny_sam)
+    with torch.no_grad():
+        own.mask_decoder.iou_token.weight.add_(1.0)
+    path = str(tmp_path / "curriculum_sam.pt")
+    save_checkpoint(path, own)
+    saved = torch.load(path, weights_only=True)
+    assert saved["network"]["type"] == "sam_decoder" and not any(k.startswith("image_encoder.") for k in saved["model"])
+    loaded, _ = load_network(path, base_sam=tiny_sam)
+    assert loaded.image_encoder is tiny_sam.image_encoder
+    assert torch.equal(loaded.mask_decoder.iou_token.weight, own.mask_decoder.iou_token.weight)
+    assert not torch.equal(loaded.mask_decoder.iou_token.weight, tiny_sam.mask_decoder.iou_token.weight)
+    with pytest.raises(ValueError, match="base_sam"):
+        load_network(path)

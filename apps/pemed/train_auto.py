@@ -32,7 +32,7 @@ from lib.data.engine import DataEngine  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
-from lib.networks.sam import load_sam  # noqa: E402
+from lib.networks.sam import load_sam, with_own_decoder  # noqa: E402
 from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain, TaskUNetTrain  # noqa: E402
 from train import REPO, VAL_SEED_BASE  # noqa: E402
@@ -55,7 +55,7 @@ def build(method: str, names, values, args, out: str, run_dir: str, engine):
         net = init or PromptHeatmapNet(names, method)
         return HeatmapTrain(run_dir, net, out, values, **common), net
     if method == "curriculum_sam":
-        net = init or base
+        net = init or with_own_decoder(base)
         return CurriculumSAMTrain(run_dir, net, out, values, edge_positive=args.edge_positive, **common), net
     net = init or TaskUNet(names)
     return TaskUNetTrain(run_dir, net, out, values, **common), net

@@ -48,12 +48,13 @@ def load_checkpoint(path: str, device: str = "cpu") -> Tuple[PEMEDNet, dict]:
 
 
 def load_network(path: str, device: str = "cpu", base_sam=None) -> Tuple[torch.nn.Module, dict]:
-    """Any checkpoint of the app, by the type its description names: "sam", "promise" (built on
-    ``base_sam``, whose weights it does not hold), "heatmaps", "task_unet", or PE-MED's. -> (network, meta)."""
+    """Any checkpoint of the app, by the type its description names: "sam", "promise" and
+    "sam_decoder" (built on ``base_sam``, whose weights they do not hold), "heatmaps", "task_unet", or
+    PE-MED's. -> (network, meta)."""
     from .networks.baseline import TaskUNet
     from .networks.curriculum import PromptHeatmapNet
     from .networks.promise import ProMISe
-    from .networks.sam import load_sam
+    from .networks.sam import load_sam, with_own_decoder
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network"), dict) or "model" not in ckpt:
@@ -62,11 +63,16 @@ def load_network(path: str, device: str = "cpu", base_sam=None) -> Tuple[torch.n
     kind = desc.get("type", "pemed")
     if kind == "sam":
         return load_sam(path, device=device)
+    if kind in ("promise", "sam_decoder") and base_sam is None:
+        raise ValueError(f"{path} holds a {kind} without its foundation model: load it with base_sam")
     if kind == "promise":
-        if base_sam is None:
-            raise ValueError(f"{path} is a ProMISe checkpoint: it needs its foundation model ({desc.get('base')})")
         network = ProMISe(base_sam, desc["names"], desc["use_ips"], desc.get("base", ""))
         network.new_modules().load_state_dict(state)
+    elif kind == "sam_decoder":
+        network = with_own_decoder(base_sam)
+        missing, unexpected = network.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("image_encoder.") for k in missing):
+            raise ValueError(f"{path} does not fit this foundation model's prompt encoder and decoder")
     elif kind == "heatmaps":
         network = PromptHeatmapNet(desc["names"], desc["head"], desc["channels"])
         network.load_state_dict(state)

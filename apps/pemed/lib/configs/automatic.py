@@ -91,7 +91,9 @@ class Curriculum(AutomaticConfig):
         tasks = {}
         for i in (0, 1):
             tasks[self.files[i]] = HeatmapTrain(network=load_network(self.newest(i))[0], **self.train_options(i))
-        tasks[self.files[2]] = CurriculumSAMTrain(network=load_sam(self.newest(2))[0], **self.train_options(2))
+        base = load_sam(self.foundation.path, self.foundation.kind)[0]
+        tasks[self.files[2]] = CurriculumSAMTrain(network=load_network(self.newest(2), base_sam=base)[0],
+                                                  **self.train_options(2))
         return tasks
 
 

@@ -7,9 +7,10 @@ Request params:
     axis     for 3D images, the array axis slices are taken along (default 2)
     client_id  as for ``pemed``: with the client the server adds, the key of the result PE-MED may
              start from (lib/prompts/session.py's AutomaticResults)
-The answer's label holds 1 on the structure (``label_names`` in the result says which); the result
-also gives the prompts the method made (Curriculum's box and edge points, ProMISe's points) for a
-single slice, and timings.
+The answer's label holds the structure's value in the task's labels (1 + its index in
+``auto_labels``, as ``label_names`` in the result maps them, so a client colours it by name); the
+result also gives the prompts the method made (Curriculum's box and edge points, ProMISe's points)
+for a single slice, and timings.
 """
 
 import logging
@@ -67,7 +68,7 @@ class AutomaticInfer(BasicInferTask):
     def __init__(self, method: str, checkpoints: Sequence[Sequence[str]], foundation: FoundationModel,
                  labels: Dict[str, int], build: Callable, modality: str = AUTO, description: str = ""):
         super().__init__(path=[p for group in checkpoints for p in group], network=None, type=InferType.SEGMENTATION,
-                         labels={name: 1 for name in labels}, dimension=2, description=description,
+                         labels={name: k + 1 for k, name in enumerate(labels)}, dimension=2, description=description,
                          config={"label": next(iter(labels), ""), "axis": 2})
         self.method, self.checkpoints, self.foundation, self.build = method, [list(g) for g in checkpoints], foundation, build
         self.names = list(labels)
@@ -136,10 +137,11 @@ class AutomaticInfer(BasicInferTask):
         modality = found if self.modality.lower() == AUTO else self.modality
         predictor = self.predictor(str(device))
         image_key = (data.get("image"), os.path.getmtime(data.get("image_path") or data.get("image")))
-        result: Dict[str, Any] = {"label": name, "label_names": {name: 1}, "method": self.method}
+        value = self.labels[name]
+        result: Dict[str, Any] = {"label": name, "value": value, "method": self.method}
         if array.ndim == 2:
             out = self._slice(predictor, normalize_intensity(array, modality), name, (image_key, None, None))
-            label = out.mask.astype(np.uint8)
+            label = out.mask.astype(np.uint8) * value
             result.update(prompts(out))
             self._remember(data, name, None, None, out)
         else:
@@ -153,17 +155,17 @@ class AutomaticInfer(BasicInferTask):
                 label = np.zeros(array.shape, np.uint8, order="F")
                 sl = [slice(None)] * 3
                 sl[axis] = index
-                label[tuple(sl)] = out.mask
+                label[tuple(sl)] = out.mask * value
                 result.update(prompts(out), axis=axis, slice=index)
                 self._remember(data, name, axis, index, out)
             else:
                 volume = normalize_intensity(array, modality)  # one normalisation for the whole volume
                 found3d = segment_volume(lambda s, n, k: self._slice(predictor, s, n, k), volume, axis, name, image_key)
-                label = np.asfortranarray(found3d["mask"])
+                label = np.asfortranarray(found3d["mask"]) * np.uint8(value)
                 result.update(axis=axis, slices_with_structure=found3d["slices_with_structure"])
         data["pred"] = label
         data["pred_meta_dict"] = {"affine": affine}
-        result["foreground_pixels"] = int(label.sum())
+        result["foreground_pixels"] = int((label > 0).sum())
         result["timings_ms"] = {"total_inferer": round((time.perf_counter() - t0) * 1e3, 2)}
         data["result"] = result
         return data
@@ -188,7 +190,7 @@ def prompts(out: AutoResult) -> Dict[str, Any]:
 def build_curriculum(min_score: float) -> Callable:
     def build(sam: SAMPredictor, paths, device):
         detector, edges, decoder = paths
-        decoder_sam = load_network(decoder, device)[0]
+        decoder_sam = load_network(decoder, device, base_sam=sam.sam)[0]
         return CurriculumPredictor(sam, load_network(detector, device)[0], load_network(edges, device)[0], decoder_sam,
                                    min_score)
     return build

@@ -15,6 +15,7 @@ embedding per prompt set when their counts match (batched training), and an opti
 shift added to the mask tokens (ProMISe's Incremental Pattern Shifting).
 """
 
+import copy
 import os
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -107,13 +108,28 @@ class PromptableSAM(Sam):
     """SAM with what the app's trainers and checkpoints ask of a network: its spec and ``describe``."""
 
     in_channels = 1  # the app feeds grey images; encode() replicates them to SAM's 3 channels
+    decoder_only = False  # True: its checkpoints hold the prompt encoder and mask decoder alone (with_own_decoder)
 
     def __init__(self, spec: "SAMSpec", **parts):
         super().__init__(**parts)
         self.spec = spec
 
     def describe(self) -> dict:
-        return {"type": "sam", **asdict(self.spec)}
+        return {"type": "sam_decoder" if self.decoder_only else "sam", **asdict(self.spec)}
+
+    def checkpoint_state(self) -> dict:
+        state = self.state_dict()
+        return {k: v for k, v in state.items() if not k.startswith("image_encoder.")} if self.decoder_only else state
+
+
+def with_own_decoder(base: PromptableSAM) -> PromptableSAM:
+    """A model sharing ``base``'s image encoder (the same module: its embeddings, its cache) with a
+    prompt encoder and mask decoder of its own, copied from ``base``'s (Curriculum's fine-tuning)."""
+    own = PromptableSAM(base.spec, image_encoder=base.image_encoder, prompt_encoder=copy.deepcopy(base.prompt_encoder),
+                        mask_decoder=copy.deepcopy(base.mask_decoder), pixel_mean=list(base.spec.pixel_mean),
+                        pixel_std=list(base.spec.pixel_std))
+    own.decoder_only = True
+    return own.to(base.device).eval()
 
 
 def build_sam(spec: SAMSpec) -> PromptableSAM:
@@ -163,7 +179,8 @@ def load_sam(path: str, kind: Optional[str] = None, device: str = "cpu") -> Tupl
     if isinstance(ckpt, dict) and isinstance(ckpt.get("network"), dict):
         described = dict(ckpt["network"])
         if described.pop("type", None) != "sam":
-            raise ValueError(f"{path} is not a SAM checkpoint of this app")
+            raise ValueError(f"{path} is not a whole SAM checkpoint of this app (a decoder alone loads with "
+                             f"lib.checkpoint.load_network and its foundation model)")
         spec = SAMSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in described.items()})
         meta = ckpt.get("meta", {})
     else:

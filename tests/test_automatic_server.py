@@ -1,0 +1,111 @@
+"""The automatic tasks in a running server: listed as segmentation models, one named structure per
+request on a slice or a whole volume, clear 4xx for bad requests, and a PE-MED click that corrects
+an automatic mask starts from it. Untrained models: what is checked here is the plumbing."""
+
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+import torch
+
+from conftest import served_app, write_nifti
+from lib.local_server import LocalServer
+
+NAMES = "Thalamus_L,Putamen_L"
+
+
+def write_random_models(model_dir: str) -> None:
+    """Untrained automatic models in ``model_dir``, where the app looks for them."""
+    from lib.checkpoint import save_checkpoint
+    from lib.networks.curriculum import PromptHeatmapNet
+    from lib.networks.promise import ProMISe
+    from lib.networks.sam import build_sam, save_sam, spec_of, with_own_decoder
+
+    torch.manual_seed(0)
+    names = NAMES.split(",")
+    sam = build_sam(spec_of("pemed_sam_tiny"))
+    save_sam(os.path.join(model_dir, "sam_tiny.pt"), sam)
+    save_checkpoint(os.path.join(model_dir, "curriculum_box.pt"), PromptHeatmapNet(names, "box"))
+    save_checkpoint(os.path.join(model_dir, "curriculum_edges.pt"), PromptHeatmapNet(names, "edges"))
+    save_checkpoint(os.path.join(model_dir, "curriculum_sam.pt"), with_own_decoder(sam))
+    save_checkpoint(os.path.join(model_dir, "promise.pt"), ProMISe(sam, names))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint):
+    root = tmp_path_factory.mktemp("auto_e2e")
+    app = served_app(str(root / "app"), tiny_checkpoint)
+    model_dir = os.path.join(app, "model")
+    for f in os.listdir(model_dir):  # whatever the checkout holds, these tests serve untrained models
+        if f.startswith(("sam_", "curriculum_", "promise")):
+            os.remove(os.path.join(model_dir, f))
+    write_random_models(model_dir)
+    studies = root / "studies"
+    rng = np.random.default_rng(0)
+    volume = 50 + 100 * (rng.random((48, 56, 12)) > 0.7)
+    write_nifti(str(studies / "vol.nii.gz"), volume.astype(np.float32))
+    conf = {"auto_labels": NAMES, "curriculum_min_score": 0, "pemed_auto_train": "false"}
+    with LocalServer(app, str(studies), str(root / "server.log"), conf=conf) as srv:
+        yield srv.url
+
+
+def infer(url, model, params, image="vol"):
+    return requests.post(f"{url}/infer/{model}?image={image}&output=json",
+                         files={"params": (None, json.dumps(params))}, timeout=120)
+
+
+def test_info_lists_the_automatic_tasks(server):
+    info = requests.get(f"{server}/info/", timeout=10).json()
+    for model in ("curriculum", "promise"):
+        assert info["models"][model]["type"] == "segmentation"
+        assert info["models"][model]["labels"] == {"Thalamus_L": 1, "Putamen_L": 2}
+    assert info["models"]["pemed"]["type"] == "deepgrow"
+
+
+@pytest.mark.parametrize("model", ["curriculum", "promise"])
+def test_a_slice_and_a_whole_volume(server, model):
+    r = infer(server, model, {"label": "Putamen_L", "slice": 5})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["label_names"] == {"Thalamus_L": 1, "Putamen_L": 2} and out["value"] == 2 and out["slice"] == 5 and len(out["points"]) in (8, 16)
+    if model == "curriculum":
+        assert len(out["box"]) == 4
+    r = infer(server, model, {})  # no slice: every slice; no label: the task's first
+    assert r.status_code == 200, r.text
+    assert r.json()["label"] == "Thalamus_L" and "slices_with_structure" in r.json()
+
+
+@pytest.mark.parametrize("params, words", [
+    ({"label": "Caudate_R"}, "must be one of"),
+    ({"label": ["Thalamus_L"]}, "label"),
+    ({"label": "Thalamus_L", "slice": 12}, "outside the volume"),
+    ({"label": "Thalamus_L", "axis": 5}, "'axis'"),
+    ({"label": "Thalamus_L", "slice": "x"}, "integer"),
+])
+def test_bad_requests_get_clear_4xx(server, params, words):
+    r = infer(server, "curriculum", params)
+    assert 400 <= r.status_code < 500 and words in r.text, r.text
+
+
+def test_a_pemed_click_corrects_the_automatic_mask(server, tmp_path):
+    label = requests.post(f"{server}/infer/curriculum?image=vol&output=image",
+                          files={"params": (None, json.dumps({"label": "Thalamus_L", "slice": 6,
+                                                              "client_id": "tab1"}))}, timeout=120)
+    assert label.status_code == 200
+    path = tmp_path / "answer.nii.gz"
+    path.write_bytes(label.content)
+    mask = np.asanyarray(nib.load(str(path)).dataobj)[:, :, 6] > 0
+    assert mask.any(), "the untrained models gave an empty mask: choose another seed"
+    x, y = np.argwhere(mask)[0]
+    # a negative click inside the automatic mask: PE-MED starts from it
+    r = infer(server, "pemed", {"background": [[int(x), int(y), 6]], "client_id": "tab1"})
+    assert r.status_code == 200 and r.json()["started_from"] == "curriculum", r.text
+    # another client's clicks, or a fresh start asked for, do not
+    r = infer(server, "pemed", {"background": [[int(x), int(y), 6]], "client_id": "tab2"})
+    assert r.json()["started_from"] is None
+    r = infer(server, "pemed", {"background": [[int(x), int(y), 6]], "client_id": "tab1", "reset_state": True,
+                                "start_from": "none"})
+    assert r.json()["started_from"] is None

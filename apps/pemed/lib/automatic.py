@@ -25,7 +25,6 @@ from .prompts.clicks import Click
 from .sam_predictor import SAMPredictor
 
 STAGES = ("points", "box", "box_points", "box_mask", "curriculum")
-HEATMAP_SIZE = 256  # the detector's and the edge-point network's input
 OPENING = np.ones((5, 5), bool)
 
 
@@ -50,8 +49,8 @@ def from_network(box: Letterbox, row: float, col: float) -> Click:
 class CurriculumPredictor:
     def __init__(self, sam: SAMPredictor, detector: PromptHeatmapNet, edges: PromptHeatmapNet,
                  decoder: Optional[PromptableSAM] = None, min_score: float = 0.2):
-        if detector.names != edges.names:
-            raise ValueError("the detector and the edge-point network were trained on different names")
+        if detector.names != edges.names or detector.size != edges.size:
+            raise ValueError("the detector and the edge-point network were trained on different names or sizes")
         self.sam, self.detector, self.edges = sam, detector.to(sam.device).eval(), edges.to(sam.device).eval()
         self.decoder = (decoder or sam.sam).to(sam.device).eval()  # Curriculum's fine-tuned prompt encoder / decoder
         self.names, self.min_score = list(detector.names), min_score
@@ -64,7 +63,7 @@ class CurriculumPredictor:
     @torch.no_grad()
     def prompts(self, image: np.ndarray, name: str, edge_positive: bool = False):
         """(box, score, edge points) in the slice's frame, from the detector and the edge-point network."""
-        lb = Letterbox(*image.shape, HEATMAP_SIZE)
+        lb = Letterbox(*image.shape, self.detector.size)
         x = lb.image_to_network(torch.as_tensor(image, dtype=torch.float32, device=self.sam.device)[None, None])
         x = with_name(x, self.index(name))
         box_maps = self.detector(x)[0].float().cpu().numpy()

@@ -82,6 +82,7 @@ class HeatmapTrain(NamedStructures, PEMEDTrain):
     def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], **kwargs):
         self.values = tuple(values)
         self.target_transforms = [HeatmapTargetd(network.head)]
+        kwargs["size"] = network.size  # the network's own input side
         kwargs.setdefault("description", f"Train Curriculum Prompting's {network.head} network")
         super().__init__(model_dir, network, publish_path, **kwargs)
 

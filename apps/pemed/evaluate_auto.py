@@ -1,0 +1,179 @@
+"""Evaluate the automatic methods against each other, the foundation model given the ground-truth
+box, the task-specific UNet and PE-MED's clicks, on named structures from subjects training never saw.
+
+    python apps/pemed/evaluate_auto.py --models runs/auto --sam runs/sam/sam_tiny.pt \
+        --out benchmarks/results/automatic/eval.json [--synthetic 4] [--real 2]
+
+Samples per structure: ``--synthetic`` draws of Colin27 with AAL under deformations and contrasts
+from seeds no training run draws (EVAL_SEED_BASE + i), and ``--real`` real ch2 / ch2bet slices from
+the evaluation slices (every 6th, which training never draws), lightly warped. The structures are
+the held-out AAL structures (lib/configs/labels.py: the foundation model never saw them; the
+automatic models learned them by name), from 8 deep nuclei to the precentral gyrus.
+
+Rows: ``curriculum`` and its ablation (points only: the 8 predicted edge points as positive points;
+box; box + points; box + mask; the full curriculum; the curriculum with positive edge points),
+``promise`` (APM + IPS), ``promise_no_ips`` (the frozen model with the APM's same 16 points, no
+pattern tokens), ``promise_gt`` / ``promise_gt_no_ips`` (8 + 8 points drawn from the ground
+truth), ``sam_gt_box`` (the foundation model with the ground truth's box), ``unet`` (the task-
+specific baseline), ``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); and PE-MED's
+clicks to Dice 0.90 from scratch and after each automatic result (its mask as PE-MED's previous
+mask, the protocol's clicks on its errors; 20 if never). Scores: Dice and IoU per sample, means per
+structure and overall. ``--models`` holds box.pt, edges.pt, curriculum_sam.pt, promise.pt, unet.pt.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from lib.automatic import CurriculumPredictor, ProMISePredictor, as_previous_logits  # noqa: E402
+from lib.checkpoint import load_checkpoint, load_network  # noqa: E402
+from lib.configs.labels import AAL_LABELS, HELD_OUT  # noqa: E402
+from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
+from lib.data.engine import DataEngine  # noqa: E402
+from lib.evaluation import dice, iou  # noqa: E402
+from lib.predictor import Letterbox, PEMEDPredictor  # noqa: E402
+from lib.prompts.boxes import box_of, ground_truth_points  # noqa: E402
+from lib.prompts.clicks import next_eval_click  # noqa: E402
+from lib.sam_predictor import SAMPredictor  # noqa: E402
+from train import REPO  # noqa: E402
+
+EVAL_SEED_BASE = 3 * 2 ** 31  # above every training (< 2**31) and validation (2**31 + i) seed
+MAX_CLICKS = 20
+
+
+def samples(engine: DataEngine, names, n_synthetic: int, n_real: int):
+    """(name, source, image, mask) for each structure: held-apart synthetic draws, then real slices."""
+    for k, name in enumerate(names):
+        for i in range(n_synthetic + n_real):
+            real = i >= n_synthetic
+            d = engine.draw_named(EVAL_SEED_BASE + 1000 * k + i, [AAL_LABELS[name]], real=real, eval_slices=real)
+            yield name, d["source"], d["image"], d["label"] == 1
+
+
+def unet_mask(unet, image: np.ndarray, name: str) -> np.ndarray:
+    lb = Letterbox(*image.shape, 256)
+    with torch.no_grad():
+        logits = unet(lb.image_to_network(torch.from_numpy(image)[None, None]))
+        probs = lb.network_to_image(torch.softmax(logits, 1))[0]
+    return (probs.argmax(0) == 1 + unet.names.index(name)).numpy()
+
+
+def clicks_to(predictor: PEMEDPredictor, image, gt, start_logits=None, target=0.90):
+    """PE-MED protocol clicks until Dice >= target, from scratch or from an automatic mask (as its
+    previous logits); returns (clicks, Dice after each click)."""
+    predictor.set_image(image)
+    prev = start_logits
+    pred = np.zeros_like(gt) if start_logits is None else (start_logits[0, 0].numpy() > 0)
+    if start_logits is not None and dice(gt, pred) >= target:
+        return 0, []
+    clicks, scores = [], []
+    for k in range(1, MAX_CLICKS + 1):
+        click = next_eval_click(gt, pred, clicks)
+        if click is None:
+            break
+        clicks.append(click)
+        out = predictor.predict(clicks, prev)
+        prev, pred = out.logits, out.probability > 0.5
+        scores.append(dice(gt, pred))
+        if scores[-1] >= target:
+            return k, scores
+    return MAX_CLICKS, scores
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", required=True, help="folder with box.pt, edges.pt, curriculum_sam.pt, promise.pt, unet.pt")
+    p.add_argument("--sam", required=True, help="the foundation model")
+    p.add_argument("--pemed", default=os.path.join(REPO, "apps", "pemed", "model", "pemed.pt"))
+    p.add_argument("--names", default=",".join(HELD_OUT))
+    p.add_argument("--synthetic", type=int, default=4)
+    p.add_argument("--real", type=int, default=2)
+    p.add_argument("--edge-positive-decoder", default="", help="a decoder fine-tuned with positive edge points")
+    p.add_argument("--mricron", default=DEFAULT_SRC)
+    p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"))
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    names = [n for n in args.names.split(",") if n]
+    engine = DataEngine(load_maps(args.mricron, args.maps_cache))
+    sam = SAMPredictor(load_network(args.sam)[0])
+    m = lambda f: os.path.join(args.models, f)  # noqa: E731
+    decoder = load_network(m("curriculum_sam.pt"), base_sam=sam.sam)[0]
+    curriculum = CurriculumPredictor(sam, load_network(m("box.pt"))[0], load_network(m("edges.pt"))[0], decoder,
+                                     min_score=0.0)
+    positive_decoder = load_network(args.edge_positive_decoder, base_sam=sam.sam)[0] if args.edge_positive_decoder \
+        else decoder
+    curriculum_pos = CurriculumPredictor(sam, curriculum.detector, curriculum.edges, positive_decoder, min_score=0.0)
+    promise = ProMISePredictor(sam, load_network(m("promise.pt"), base_sam=sam.sam)[0])
+    unet = load_network(m("unet.pt"))[0]
+    pemed = PEMEDPredictor(load_checkpoint(args.pemed)[0])
+    rng = np.random.default_rng(0)
+
+    rows = []
+    t0 = time.time()
+    for i, (name, source, image, gt) in enumerate(samples(engine, names, args.synthetic, args.real)):
+        key = ("eval", i)
+        masks = {f"curriculum_{s}": curriculum.segment(image, name, key, stages=s)
+                 for s in ("points", "box", "box_points", "box_mask")}
+        masks["curriculum"] = curriculum.segment(image, name, key)
+        masks["curriculum_positive_edges"] = curriculum_pos.segment(image, name, key, edge_positive=True)
+        masks["promise"] = promise.segment(image, name, key)
+        masks["promise_no_ips"] = promise.segment(image, name, key, use_ips=False)
+        gt_points = ground_truth_points(gt, rng)
+        masks["promise_gt"] = promise.segment(image, name, key, points=gt_points)
+        masks["promise_gt_no_ips"] = promise.segment(image, name, key, points=gt_points, use_ips=False)
+        emb = sam.embed(image, key)
+        box_logits = sam.predict(emb, box=box_of(gt)).logits
+        row = {"name": name, "source": source, "area": int(gt.sum())}
+        for method, out in masks.items():
+            row[method] = {"dice": dice(gt, out.mask), "iou": iou(gt, out.mask)}
+        row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}
+        u = unet_mask(unet, image, name)
+        row["unet"] = {"dice": dice(gt, u), "iou": iou(gt, u)}
+        n, scores = clicks_to(pemed, image, gt)
+        row["pemed_clicks_to_90"] = n
+        for k in (1, 3):
+            d = scores[k - 1] if len(scores) >= k else (scores[-1] if scores else 0.0)
+            row[f"pemed_{k}"] = {"dice": d}
+        for method in ("curriculum", "promise"):
+            start = as_previous_logits(masks[method].logits)
+            row[f"pemed_clicks_to_90_after_{method}"] = clicks_to(pemed, image, gt, start)[0]
+        rows.append(row)
+        print(f"{i + 1}: {name} {source} area {row['area']}: curriculum {row['curriculum']['dice']:.3f} promise "
+              f"{row['promise']['dice']:.3f} unet {row['unet']['dice']:.3f} gt box {row['sam_gt_box']['dice']:.3f} "
+              f"pemed@1 {row['pemed_1']['dice']:.3f} ({time.time() - t0:.0f} s)", flush=True)
+
+    methods = [k for k, v in rows[0].items() if isinstance(v, dict)]
+    mean = lambda sel, k, s: float(np.mean([r[k][s] for r in sel if s in r[k]]))  # noqa: E731
+    summary = {
+        "command": " ".join(["python", "apps/pemed/evaluate_auto.py"] + (argv if argv is not None else sys.argv[1:])),
+        "n_samples": len(rows), "names": names, "wall_s": round(time.time() - t0, 1),
+        "mean": {k: {"dice": mean(rows, k, "dice"), **({"iou": mean(rows, k, "iou")} if "iou" in rows[0][k] else {})}
+                 for k in methods},
+        "by_source": {src: {k: mean([r for r in rows if r["source"].startswith(src)], k, "dice") for k in methods}
+                      for src in ("synth", "ch2")},
+        "per_structure": {n: {k: mean([r for r in rows if r["name"] == n], k, "dice") for k in methods} for n in names},
+        "pemed_clicks_to_90": {c: float(np.mean([r[c] for r in rows])) for c in
+                               ("pemed_clicks_to_90", "pemed_clicks_to_90_after_curriculum",
+                                "pemed_clicks_to_90_after_promise")},
+        "rows": rows,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=1)
+    print("| method | Dice | IoU |\n|---|---|---|")
+    for k, v in summary["mean"].items():
+        print(f"| {k} | {v['dice']:.3f} | {v.get('iou', float('nan')):.3f} |")
+    print(json.dumps(summary["pemed_clicks_to_90"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,3 +59,20 @@ def served_app(dest, tiny_checkpoint):
 
     bundled = os.path.join(APP_DIR, "model", "pemed.pt")
     return copy_app(dest, None if os.path.exists(bundled) else tiny_checkpoint)
+
+
+def write_untrained_automatic_models(model_dir, names):
+    """Untrained foundation, Curriculum and ProMISe models where the app looks for them (plumbing tests)."""
+    import torch
+    from lib.checkpoint import save_checkpoint
+    from lib.networks.curriculum import PromptHeatmapNet
+    from lib.networks.promise import ProMISe
+    from lib.networks.sam import build_sam, save_sam, spec_of, with_own_decoder
+
+    torch.manual_seed(0)
+    sam = build_sam(spec_of("pemed_sam_tiny"))
+    save_sam(os.path.join(model_dir, "sam_tiny.pt"), sam)
+    save_checkpoint(os.path.join(model_dir, "curriculum_box.pt"), PromptHeatmapNet(names, "box"))
+    save_checkpoint(os.path.join(model_dir, "curriculum_edges.pt"), PromptHeatmapNet(names, "edges"))
+    save_checkpoint(os.path.join(model_dir, "curriculum_sam.pt"), with_own_decoder(sam))
+    save_checkpoint(os.path.join(model_dir, "promise.pt"), ProMISe(sam, names))

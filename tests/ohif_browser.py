@@ -13,7 +13,9 @@ then does what an annotator does:
   second structure on the same slice gets its own mask, and the first keeps its own;
   6. the drawn labelmap (both structures) is saved as a final label, written to Orthanc as DICOM SEG,
   read back from Orthanc by a fresh DICOMweb datastore (what training reads), and schedules
-  fine-tuning; a SEG that another client stores straight to Orthanc schedules fine-tuning too.
+  fine-tuning; a SEG that another client stores straight to Orthanc schedules fine-tuning too;
+  7. Curriculum Prompting runs from the Auto-Segmentation section on the whole volume, and a PE-MED
+  click on its errors corrects it (starting from the automatic mask).
 OHIF 3.10's MONAI Label panel has no save button (its client's ``save_label`` is never called), so
 step 6 sends the labelmap OHIF holds the way that client's ``save_label`` does, from the page.
 Screenshots of each step and report.json go to --out; the exit code is 1 if any check fails.
@@ -34,6 +36,7 @@ from scipy import ndimage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(ROOT, "apps", "pemed"), os.path.join(ROOT, "tools")]
+from conftest import write_untrained_automatic_models  # noqa: E402
 from lib.local_server import LocalServer, copy_app  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
 from orthanc import Orthanc, run_in_private_network, upload_volume  # noqa: E402
@@ -41,6 +44,7 @@ from orthanc import Orthanc, run_in_private_network, upload_volume  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 STRUCTURE, VALUE, SLICE = "Thalamus_L", 77, 80  # AAL's left thalamus on an axial slice where it is large
 SECOND, SECOND_VALUE = "Putamen_L", 73  # a second structure on the same slice
+AUTO, AUTO_VALUE = "Caudate_L", 71  # the automatic task's structure, clicked nowhere before step 7
 
 # index [i, j, k] of OHIF's volume -> canvas position in the axial viewport
 JS_CANVAS = """([i, j, k]) => {
@@ -76,6 +80,11 @@ JS_ZOOM = """([i, j, k]) => {
   const inPlane = shift.map((v, a) => v - dot * cam.viewPlaneNormal[a]);
   vp.setCamera({focalPoint: cam.focalPoint.map((v, a) => v + inPlane[a]),
                 position: cam.position.map((v, a) => v + inPlane[a]), parallelScale: cam.parallelScale / 3});
+  vp.render();
+}"""
+JS_RESET_ZOOM = """() => {
+  const vp = window.cornerstone.getRenderingEngines()[0].getViewport('mpr-axial');
+  vp.resetCamera();
   vp.render();
 }"""
 # the labelmap OHIF draws, as its value at one voxel
@@ -133,9 +142,14 @@ def form_params(body: bytes) -> dict:
     return json.loads(part.split(b"\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0])
 
 
-def place_click(page, voxel, label: str, report: Report, shot: str):
-    """Choose ``label`` in the panel, click ``voxel`` in the axial viewport, press Run; the answer."""
-    page.get_by_text(label, exact=True).click()
+def visible(page, text: str):
+    """The visible element showing exactly ``text`` (the Auto-Segmentation tab lists its labels too)."""
+    return page.get_by_text(text, exact=True).filter(visible=True).first
+
+
+def add_point(page, voxel, label: str) -> None:
+    """Choose ``label`` in the panel and click ``voxel`` in the axial viewport (a probe point)."""
+    visible(page, label).click()
     time.sleep(1)  # the panel switches the probe tool to this structure
     tool = page.evaluate(JS_ACTIVE_TOOL)
     if tool != "ProbeMONAILabel":
@@ -156,6 +170,16 @@ def place_click(page, voxel, label: str, report: Report, shot: str):
             break
     else:
         raise RuntimeError(f"no probe point appeared at {list(voxel)}")
+
+
+def place_click(page, voxel, label: str, report: Report, shot: str, run_as: str = ""):
+    """A probe point of ``label`` at ``voxel``, then Run (with ``run_as`` chosen first, when given: OHIF
+    sends the chosen structure's points as the foreground and the "background" points as the
+    background, and needs at least one of the structure's); the answer."""
+    add_point(page, voxel, label)
+    if run_as:
+        visible(page, run_as).click()
+        time.sleep(1)
     page.screenshot(path=os.path.join(report.out, "before_" + shot))
     with page.expect_response(lambda r: "/infer/pemed" in r.url, timeout=120000) as answer:
         # a click event on the button itself: a pointer press there would first reach Cornerstone's
@@ -187,8 +211,12 @@ def annotate(args, report: Report) -> None:
         series = upload_volume(orthanc.dicomweb, args.volume)
         study = orthanc.series()[0]["0020000D"]["Value"][0]
         app = copy_app(os.path.join(work, "app"), args.checkpoint)
+        conf = {"pemed_train_quiet_s": "2", "pemed_seg_poll_s": "2", "auto_labels": AUTO}
+        if not os.path.exists(os.path.join(app, "model", "sam_tiny.pt")):  # no trained automatic models here
+            write_untrained_automatic_models(os.path.join(app, "model"), [AUTO])
+            conf["curriculum_min_score"] = "0"
         with LocalServer(app, orthanc.dicomweb, os.path.join(args.out, "server.log"), port=8000,
-                         conf={"pemed_train_quiet_s": "2", "pemed_seg_poll_s": "2"}) as server, sync_playwright() as pw:
+                         conf=conf) as server, sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--use-gl=swiftshader",
                                                                          "--enable-unsafe-swiftshader"])
             page = browser.new_page(viewport={"width": 1900, "height": 1000})
@@ -213,7 +241,7 @@ def annotate(args, report: Report) -> None:
             page.locator("#monailabelServerURL").locator("xpath=../..").locator("button").click()
             page.get_by_text("Connected to MONAI Label").first.wait_for(timeout=60000)
             page.get_by_text("Point Prompts").click()
-            page.get_by_text(STRUCTURE, exact=True).wait_for(timeout=60000)
+            visible(page, STRUCTURE).wait_for(timeout=60000)
             time.sleep(1)
             models = page.locator("button[title='Run PointPrompts']").locator("xpath=ancestor::table[1]//option").all_inner_texts()
             page.screenshot(path=os.path.join(args.out, "3_panel_connected.png"))
@@ -300,9 +328,70 @@ def annotate(args, report: Report) -> None:
             report.check("a SEG stored in Orthanc by another client schedules fine-tuning",
                          info["saves_waiting"] + info["runs_started"] > before["saves_waiting"] + before["runs_started"],
                          f"before {before}, after {info}")
+            automatic_then_correct(page, server.url, series, np.asanyarray(nib.load(args.labels).dataobj) == AUTO_VALUE,
+                                   report)
             report.check("no uncaught error in the page", not errors, "; ".join(errors)[:500])
             browser.close()
     shutil.rmtree(work, ignore_errors=True)
+
+
+def automatic_then_correct(page, url: str, series: str, truth: np.ndarray, report: Report) -> None:
+    """7. Curriculum Prompting from OHIF's Auto-Segmentation section (no clicks: the whole volume, the
+    task's default structure), then a PE-MED click on its errors on one slice: PE-MED starts from the
+    automatic mask there, so its answer is nearer the automatic mask than the answer to the same
+    clicks from a fresh start (asked for over HTTP as another client)."""
+    page.get_by_text("Auto-Segmentation", exact=True).click()
+    run = page.locator("button[title='Run Segmentation']")
+    run.locator("xpath=ancestor::table[1]//select").select_option("curriculum")
+    t0 = time.perf_counter()
+    with page.expect_response(lambda r: "/infer/curriculum" in r.url, timeout=600000) as answer:
+        run.dispatch_event("click")
+    response = answer.value
+    report.figures["curriculum_whole_volume_round_trip_s"] = round(time.perf_counter() - t0, 2)
+    time.sleep(3)  # OHIF draws the labelmap
+    page.screenshot(path=os.path.join(report.out, "7_curriculum.png"))
+    auto = read_nrrd(response.body()) > 0 if response.status == 200 else np.zeros(truth.shape, bool)
+    areas = auto.sum(axis=(0, 1))
+    # of the slices where the mask finds part of the structure, the one whose mask is most like an
+    # object (a tenth of the slice), whatever models are served
+    found = (auto & truth).any(axis=(0, 1))
+    z = int(np.argmin(np.where(found, np.abs(areas / (auto.shape[0] * auto.shape[1]) - 0.1), np.inf)))
+    report.figures["curriculum_dice_3d"] = round(dice(auto, truth), 3)
+    if not report.check("curriculum answers with a mask that finds the structure, no click given",
+                        response.status == 200 and found[z], f"status {response.status}, {int(auto.sum())} voxels"):
+        return
+    inside = tuple(int(v) for v in np.argwhere(auto[:, :, z])[0]) + (z,)
+    report.check("OHIF draws the automatic segmentation", page.evaluate(JS_LABELMAP_AT, list(inside)) > 0)
+    page.get_by_text("Point Prompts").click()
+    page.evaluate(JS_RESET_ZOOM)  # step 5 zoomed in on the first structure
+    report.check("axial viewport shows the automatic mask's slice", page.evaluate(JS_SHOW_SLICE, list(inside)) >= 0)
+    click = next_eval_click(truth[:, :, z], auto[:, :, z])
+    if click is None:
+        return
+    at = (click.row, click.col, z)
+    kept_point = None
+    if not click.positive:  # OHIF sends a structure's points only with one of its own: one where the mask is right
+        right = ndimage.distance_transform_edt(auto[:, :, z] & truth[:, :, z])
+        if right.max() > 0:
+            kept_point = np.unravel_index(int(np.argmax(right)), right.shape) + (z,)
+            add_point(page, kept_point, AUTO)
+    response, params = place_click(page, at, AUTO if click.positive else "background", report, "8_corrected.png",
+                                   AUTO)
+    corrected = read_nrrd(response.body()) > 0
+    fresh_params = {k: params.get(k, []) for k in ("foreground", "background")}
+    fresh_params.update(client_id="fresh-start", start_from="none", result_extension=".nrrd", result_dtype="uint8",
+                        result_compress=False)
+    fresh = requests.post(f"{url}/infer/pemed?image={series}&output=image",
+                          files={"params": (None, json.dumps(fresh_params))}, timeout=120)
+    fresh = read_nrrd(fresh.content) > 0
+    kept, kept_fresh = dice(corrected[:, :, z], auto[:, :, z]), dice(fresh[:, :, z], auto[:, :, z])
+    report.figures["pemed_after_curriculum_slice_dice_to_automatic"] = round(kept, 3)
+    report.figures["pemed_fresh_start_slice_dice_to_automatic"] = round(kept_fresh, 3)
+    report.check("a PE-MED click corrects the automatic mask (starts from it, honours the click)",
+                 kept > kept_fresh and bool(corrected[at]) == click.positive,
+                 f"{'positive' if click.positive else 'negative'} click at {list(at)}"
+                 f"{f' with a positive one at {list(kept_point)}' if kept_point else ''}; sent {params.get('foreground')}"
+                 f" / {params.get('background')}; Dice to the automatic mask {kept:.3f}, from a fresh start {kept_fresh:.3f}")
 
 
 def store_copy_of_seg(dicomweb: str, seg_series: dict) -> None:

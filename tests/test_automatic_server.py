@@ -9,29 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 import requests
-import torch
 
-from conftest import served_app, write_nifti
+from conftest import served_app, write_nifti, write_untrained_automatic_models
 from lib.local_server import LocalServer
 
 NAMES = "Thalamus_L,Putamen_L"
-
-
-def write_random_models(model_dir: str) -> None:
-    """Untrained automatic models in ``model_dir``, where the app looks for them."""
-    from lib.checkpoint import save_checkpoint
-    from lib.networks.curriculum import PromptHeatmapNet
-    from lib.networks.promise import ProMISe
-    from lib.networks.sam import build_sam, save_sam, spec_of, with_own_decoder
-
-    torch.manual_seed(0)
-    names = NAMES.split(",")
-    sam = build_sam(spec_of("pemed_sam_tiny"))
-    save_sam(os.path.join(model_dir, "sam_tiny.pt"), sam)
-    save_checkpoint(os.path.join(model_dir, "curriculum_box.pt"), PromptHeatmapNet(names, "box"))
-    save_checkpoint(os.path.join(model_dir, "curriculum_edges.pt"), PromptHeatmapNet(names, "edges"))
-    save_checkpoint(os.path.join(model_dir, "curriculum_sam.pt"), with_own_decoder(sam))
-    save_checkpoint(os.path.join(model_dir, "promise.pt"), ProMISe(sam, names))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +24,7 @@ def server(tmp_path_factory, tiny_checkpoint):
     for f in os.listdir(model_dir):  # whatever the checkout holds, these tests serve untrained models
         if f.startswith(("sam_", "curriculum_", "promise")):
             os.remove(os.path.join(model_dir, f))
-    write_random_models(model_dir)
+    write_untrained_automatic_models(model_dir, NAMES.split(","))
     studies = root / "studies"
     rng = np.random.default_rng(0)
     volume = 50 + 100 * (rng.random((48, 56, 12)) > 0.7)

@@ -143,7 +143,7 @@ def main(argv=None) -> int:
             d = scores[k - 1] if len(scores) >= k else (scores[-1] if scores else 0.0)
             row[f"pemed_{k}"] = {"dice": d}
         for method in ("curriculum", "promise"):
-            start = as_previous_logits(masks[method].logits)
+            start = as_previous_logits(masks[method].mask)
             row[f"pemed_clicks_to_90_after_{method}"] = clicks_to(pemed, image, gt, start)[0]
         rows.append(row)
         print(f"{i + 1}: {name} {source} area {row['area']}: curriculum {row['curriculum']['dice']:.3f} promise "

@@ -134,12 +134,16 @@ class ProMISePredictor:
         return AutoResult(out.logits, mask, None, shown)
 
 
-def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key: Hashable) -> Dict[str, object]:
-    """Every slice of ``volume`` along ``axis`` (``segment(slice, name, key)`` each) -> the 3D mask."""
+def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key: Hashable,
+                   on_slice=None) -> Dict[str, object]:
+    """Every slice of ``volume`` along ``axis`` (``segment(slice, name, key)`` each) -> the 3D mask;
+    ``on_slice(index, result)`` sees each slice's result."""
     out = np.zeros(volume.shape, np.uint8)
     found = 0
     for index in range(volume.shape[axis]):
         result = segment(np.take(volume, index, axis=axis), name, (image_key, axis, index))
+        if on_slice is not None:
+            on_slice(index, result)
         if result.mask.any():
             sl = [slice(None)] * 3
             sl[axis] = index
@@ -148,19 +152,19 @@ def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key:
     return {"mask": out, "slices_with_structure": found}
 
 
-def as_previous_logits(logits: np.ndarray) -> torch.Tensor:
+def as_previous_logits(mask: np.ndarray) -> torch.Tensor:
     """An automatic mask as PE-MED's previous logits (1, 1, H, W): a ramp across the mask's edge
     (signed distance / 2, clipped to +-1) scaled to +-3, the confidence of a PE-MED mask away from
     its edge, whatever scale the automatic method's own logits have."""
-    mask = logits > 0
+    mask = np.asarray(mask, bool)
     signed = ndimage.distance_transform_edt(mask) - ndimage.distance_transform_edt(~mask)
     return torch.from_numpy((np.clip(signed / 2.0, -1.0, 1.0) * 3.0).astype(np.float32))[None, None]
 
 
-def corrects(logits: np.ndarray, clicks: Sequence[Click], near: float = 0.1) -> bool:
+def corrects(mask: np.ndarray, clicks: Sequence[Click], near: float = 0.1) -> bool:
     """Do these first clicks correct this automatic mask (not start another structure)? Yes when a
     negative click lies inside it or a positive one within ``near`` x the slice's longer side of it."""
-    mask = logits > 0
+    mask = np.asarray(mask, bool)
     if not mask.any():
         return False
     distance = ndimage.distance_transform_edt(~mask)

@@ -160,7 +160,8 @@ class AutomaticInfer(BasicInferTask):
                 self._remember(data, name, axis, index, out)
             else:
                 volume = normalize_intensity(array, modality)  # one normalisation for the whole volume
-                found3d = segment_volume(lambda s, n, k: self._slice(predictor, s, n, k), volume, axis, name, image_key)
+                found3d = segment_volume(lambda s, n, k: self._slice(predictor, s, n, k), volume, axis, name, image_key,
+                                         lambda i, out: self._remember(data, name, axis, i, out))
                 label = np.asfortranarray(found3d["mask"]) * np.uint8(value)
                 result.update(axis=axis, slices_with_structure=found3d["slices_with_structure"])
         data["pred"] = label
@@ -177,7 +178,7 @@ class AutomaticInfer(BasicInferTask):
     def _remember(self, data, name, axis, index, out: AutoResult) -> None:
         """The slice's result, for PE-MED to start from when the user corrects it with clicks."""
         AUTOMATIC_RESULTS.put((str(data.get("client") or ""), data.get("image"), axis, index), name, self.method,
-                              out.logits)
+                              out.mask)
 
 
 def prompts(out: AutoResult) -> Dict[str, Any]:

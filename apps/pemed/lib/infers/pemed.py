@@ -237,8 +237,8 @@ class PEMEDInfer(BasicInferTask):
         found = AUTOMATIC_RESULTS.get((str(data.get("client") or ""), data.get("image"), axis, index))
         if found is None or (data.get("label") and data.get("label") != found.name):
             return
-        if found.logits.shape == tuple(shape) and corrects(found.logits, clicks):
-            session.start, session.started_from = as_previous_logits(found.logits), found.method
+        if found.mask.shape == tuple(shape) and corrects(found.mask, clicks):
+            session.start, session.started_from = as_previous_logits(found.mask), found.method
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None):
         """NRRD answers (OHIF's) through write_label_nrrd; every other format through MONAI Label's writer."""

@@ -115,23 +115,24 @@ def matching_key(base: Tuple, stored: Dict[Tuple, Set], clicks: Set, positive: S
 class AutomaticResult:
     name: str
     method: str
-    logits: np.ndarray  # (H, W)
+    mask: np.ndarray  # (H, W) bool
     made: float = field(default_factory=time.monotonic)
 
 
 class AutomaticResults:
     """The last automatic result (``curriculum``, ``promise``) per (client, image, axis, slice), which
-    PE-MED's first click on that slice starts from as its previous mask (lib/infers/pemed.py)."""
+    PE-MED's first click on that slice starts from as its previous mask (lib/infers/pemed.py). The
+    masks of a whole volume's run are kept slice by slice (a bool mask of a 256 x 256 slice is 64 kB)."""
 
-    def __init__(self, ttl_s: float = 1800.0, max_items: int = 64):
+    def __init__(self, ttl_s: float = 1800.0, max_items: int = 1024):
         self.ttl_s, self.max_items = ttl_s, max_items
         self._items: "OrderedDict[Hashable, AutomaticResult]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def put(self, key: Hashable, name: str, method: str, logits: np.ndarray) -> None:
+    def put(self, key: Hashable, name: str, method: str, mask: np.ndarray) -> None:
         with self._lock:
             self._items.pop(key, None)
-            self._items[key] = AutomaticResult(name, method, np.asarray(logits, np.float32))
+            self._items[key] = AutomaticResult(name, method, np.asarray(mask, bool))
             while len(self._items) > self.max_items:
                 self._items.popitem(last=False)
 

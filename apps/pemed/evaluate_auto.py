@@ -1,8 +1,8 @@
 """Evaluate the automatic methods against each other, the foundation model given the ground-truth
 box, the task-specific UNet and PE-MED's clicks, on named structures from subjects training never saw.
 
-    python apps/pemed/evaluate_auto.py --models runs/auto --sam runs/sam/sam_tiny.pt \
-        --out benchmarks/results/automatic/eval.json [--synthetic 4] [--real 2]
+    python apps/pemed/evaluate_auto.py --models runs/auto --out benchmarks/results/automatic/eval.json
+        [--synthetic 4] [--real 2] [--edge-positive-decoder FILE]
 
 Samples per structure: ``--synthetic`` draws of Colin27 with AAL under deformations and contrasts
 from seeds no training run draws (EVAL_SEED_BASE + i), and ``--real`` real ch2 / ch2bet slices from
@@ -18,7 +18,8 @@ truth), ``sam_gt_box`` (the foundation model with the ground truth's box), ``une
 specific baseline), ``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); and PE-MED's
 clicks to Dice 0.90 from scratch and after each automatic result (its mask as PE-MED's previous
 mask, the protocol's clicks on its errors; 20 if never). Scores: Dice and IoU per sample, means per
-structure and overall. ``--models`` holds box.pt, edges.pt, curriculum_sam.pt, promise.pt, unet.pt.
+structure and overall. ``--models`` is a folder with the app's model files (sam_tiny.pt,
+curriculum_box.pt, curriculum_edges.pt, curriculum_sam.pt, promise.pt) and task_unet.pt.
 """
 
 import argparse
@@ -89,8 +90,7 @@ def clicks_to(predictor: PEMEDPredictor, image, gt, start_logits=None, target=0.
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", required=True, help="folder with box.pt, edges.pt, curriculum_sam.pt, promise.pt, unet.pt")
-    p.add_argument("--sam", required=True, help="the foundation model")
+    p.add_argument("--models", required=True, help="the folder of the models (module docstring)")
     p.add_argument("--pemed", default=os.path.join(REPO, "apps", "pemed", "model", "pemed.pt"))
     p.add_argument("--names", default=",".join(HELD_OUT))
     p.add_argument("--synthetic", type=int, default=4)
@@ -103,16 +103,16 @@ def main(argv=None) -> int:
     torch.set_grad_enabled(False)
     names = [n for n in args.names.split(",") if n]
     engine = DataEngine(load_maps(args.mricron, args.maps_cache))
-    sam = SAMPredictor(load_network(args.sam)[0])
     m = lambda f: os.path.join(args.models, f)  # noqa: E731
+    sam = SAMPredictor(load_network(m("sam_tiny.pt"))[0])
     decoder = load_network(m("curriculum_sam.pt"), base_sam=sam.sam)[0]
-    curriculum = CurriculumPredictor(sam, load_network(m("box.pt"))[0], load_network(m("edges.pt"))[0], decoder,
+    curriculum = CurriculumPredictor(sam, load_network(m("curriculum_box.pt"))[0], load_network(m("curriculum_edges.pt"))[0], decoder,
                                      min_score=0.0)
     positive_decoder = load_network(args.edge_positive_decoder, base_sam=sam.sam)[0] if args.edge_positive_decoder \
         else decoder
     curriculum_pos = CurriculumPredictor(sam, curriculum.detector, curriculum.edges, positive_decoder, min_score=0.0)
     promise = ProMISePredictor(sam, load_network(m("promise.pt"), base_sam=sam.sam)[0])
-    unet = load_network(m("unet.pt"))[0]
+    unet = load_network(m("task_unet.pt"))[0]
     pemed = PEMEDPredictor(load_checkpoint(args.pemed)[0])
     rng = np.random.default_rng(0)
 

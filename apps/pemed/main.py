@@ -3,8 +3,10 @@
     monailabel start_server --app apps/pemed --studies datasets/sample/volumes --host 127.0.0.1
 
 Registers the interactive ``pemed`` infer task (deepgrow-style clicks in OHIF and 3D Slicer), its 3D
-form ``pemed_3d`` (the clicked slice propagated through the volume), the
-``pemed`` trainer (continual fine-tuning on the labels saved in the datastore), and the active
+form ``pemed_3d`` (the clicked slice propagated through the volume), the automatic tasks
+``curriculum`` and ``promise`` (lib/configs/automatic.py: a named structure, no clicks), the
+``pemed`` trainer (continual fine-tuning on the labels saved in the datastore) and the automatic
+methods' trainers once their models exist, and the active
 learning strategies ``random``, ``first`` and ``uncertainty`` (lib/activelearning, scored by
 ``pemed_uncertainty``). Each saved final
 label schedules a fine-tuning run in the background (lib/continual.py; ``--conf pemed_auto_train

@@ -22,5 +22,8 @@ for m in promise curriculum_sam; do
   $PY apps/pemed/train_auto.py $m --engine --base "$OUT/sam_tiny.pt" --out "$OUT/$m.pt" --epochs 6 \
     --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
 done
-$PY apps/pemed/evaluate_auto.py --models "$OUT" --out benchmarks/results/automatic/eval.json
+$PY apps/pemed/train_auto.py curriculum_sam --edge-positive --engine --base "$OUT/sam_tiny.pt" \
+  --out "$OUT/curriculum_sam_positive.pt" --epochs 6 --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
+$PY apps/pemed/evaluate_auto.py --models "$OUT" --edge-positive-decoder "$OUT/curriculum_sam_positive.pt" \
+  --out benchmarks/results/automatic/eval.json
 $PY benchmarks/automatic_latency.py --models "$OUT" --out benchmarks/results/automatic/latency.json

@@ -212,9 +212,15 @@ class PEMEDApp(MONAILabelApp):
         return {"image": image_id, "label": label_id}
 
     def init_infers(self) -> Dict[str, InferTask]:
+        """PE-MED's tasks, and the automatic ones whose models exist (a client lists only what can run)."""
         infers = self.pemed.infer()
         for config in self.automatic:
-            infers.update(config.infer())
+            for name, task in config.infer().items():
+                if task.is_valid():
+                    infers[name] = task
+                else:
+                    logger.info(f"{name}: not served, no trained model in {self.model_dir} (README: automatic "
+                                f"segmentation)")
         return infers
 
     def init_trainers(self) -> Dict[str, TrainTask]:

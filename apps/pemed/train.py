@@ -40,6 +40,48 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VAL_SEED_BASE = 2 ** 31
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The options train_sam.py and train_auto.py share: where the engine's maps are, resuming,
+    loader processes, device and seed."""
+    p.add_argument("--mricron", default=DEFAULT_SRC, help="--engine: mricron-data's templates folder")
+    p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"))
+    p.add_argument("--resume", action="store_true", help="continue from <out>.resume.pt if it exists")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def training_items(args, **engine_options):
+    """(engine, datastore, train items, validation items) for ``--engine`` or ``--studies``; engine
+    runs draw ``--samples-per-epoch`` fresh items and ``--val-samples`` fixed ones. Raises
+    ValueError when a studies folder has no labels."""
+    if args.engine:
+        engine = DataEngine(load_maps(args.mricron, args.maps_cache), **engine_options)
+        return (engine, None, [{"seed": i, "fixed": False} for i in range(args.samples_per_epoch)],
+                [{"seed": VAL_SEED_BASE + i, "fixed": True} for i in range(args.val_samples)])
+    datastore = open_studies(args.studies)
+    datalist = labelled(datastore)
+    if not datalist:
+        raise ValueError(f"no labelled studies in {args.studies}")
+    return None, datastore, datalist, None
+
+
+def fresh_resume_path(out: str, resume: bool) -> str:
+    """<out>.resume.pt, removed unless the run resumes: a fresh run must not pick up an old one's state."""
+    path = os.path.splitext(out)[0] + ".resume.pt"
+    if not resume and os.path.exists(path):
+        os.remove(path)
+    return path
+
+
+def write_card(out: str, card: dict) -> int:
+    """<out without .pt>.train.json: the run's command, budget, wall time and figures; printed too."""
+    with open(os.path.splitext(out)[0] + ".train.json", "w") as f:
+        json.dump(card, f, indent=1)
+    print(json.dumps(card, indent=1))
+    return 0
+
+
 def parse_weights(text: str) -> dict:
     """"lesion=3,brain=1" -> {"lesion": 3.0, "brain": 1.0}; DataEngine checks the kinds and values."""
     weights = {}
@@ -129,9 +171,7 @@ def main(argv=None) -> int:
         network.prev_gain = args.prev_gain
     out = os.path.abspath(args.out)
     run_dir = os.path.splitext(out)[0] + "_run"
-    resume_path = os.path.splitext(out)[0] + ".resume.pt"
-    if not args.resume and os.path.exists(resume_path):
-        os.remove(resume_path)  # a fresh run must not pick up an old one's state
+    resume_path = fresh_resume_path(out, args.resume)
     task = PEMEDTrain(run_dir, network, publish_path=out, size=args.size, modality=args.modality,
                       exclude_labels=HELD_OUT_VALUES if args.exclude_held_out else (), lr=args.lr,
                       crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed,
@@ -155,10 +195,7 @@ def main(argv=None) -> int:
             "n_studies": len(datalist), "engine": args.engine, "device": args.device, "torch_threads": torch.get_num_threads(),
             "wall_time_s": round(wall, 1), "checkpoint_meta": load_checkpoint(out)[1],
             "best_val_mean_dice": stats.get("best_metric")}
-    with open(os.path.splitext(out)[0] + ".train.json", "w") as f:
-        json.dump(card, f, indent=1)
-    print(json.dumps(card, indent=1))
-    return 0
+    return write_card(out, card)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ trains on saved labels. The default names are the structures the foundation mode
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -27,15 +26,12 @@ from monai.utils import set_determinism  # noqa: E402
 
 from lib.checkpoint import load_network  # noqa: E402
 from lib.configs.labels import AAL_LABELS, HELD_OUT  # noqa: E402
-from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
-from lib.data.engine import DataEngine  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
 from lib.networks.sam import load_sam, with_own_decoder  # noqa: E402
-from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain, TaskUNetTrain  # noqa: E402
-from train import REPO, VAL_SEED_BASE  # noqa: E402
+from train import add_run_arguments, fresh_resume_path, training_items, write_card  # noqa: E402
 
 METHODS = ("promise", "box", "edges", "curriculum_sam", "unet")
 DEFAULT_LR = {"promise": 1e-4, "box": 1e-3, "edges": 1e-3, "curriculum_sam": 1e-4, "unet": 1e-3}
@@ -44,7 +40,7 @@ DEFAULT_LR = {"promise": 1e-4, "box": 1e-3, "edges": 1e-3, "curriculum_sam": 1e-
 def build(method: str, names, values, args, out: str, run_dir: str, engine):
     """(trainer task, network) for ``method``, from ``--init`` when given."""
     common = dict(size=256, lr=args.lr or DEFAULT_LR[method], engine=engine, seed=args.seed, tracking=None,
-                  resume_path=os.path.splitext(out)[0] + ".resume.pt", amp=args.device.startswith("cuda"),
+                  resume_path=fresh_resume_path(out, args.resume), amp=args.device.startswith("cuda"),
                   train_save_interval=10 ** 9, num_workers=args.workers)
     base = load_sam(args.base)[0] if method in ("promise", "curriculum_sam") else None
     init = load_network(args.init, base_sam=base)[0] if args.init else None
@@ -79,12 +75,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.0)
     p.add_argument("--real-prob", type=float, default=0.25)
-    p.add_argument("--mricron", default=DEFAULT_SRC)
-    p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"))
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     set_determinism(seed=args.seed)
@@ -97,20 +88,12 @@ def main(argv=None) -> int:
         print(f"error: {args.method} needs --base (the foundation model's checkpoint)", file=sys.stderr)
         return 2
     values = [AAL_LABELS[n] for n in names]
-    engine, datastore, val_ds = None, None, None
-    if args.engine:
-        engine = DataEngine(load_maps(args.mricron, args.maps_cache), real_prob=args.real_prob)
-        datalist = [{"seed": i, "fixed": False} for i in range(args.samples_per_epoch)]
-        val_ds = [{"seed": VAL_SEED_BASE + i, "fixed": True} for i in range(args.val_samples)]
-    else:
-        datastore = open_studies(args.studies)
-        datalist = labelled(datastore)
-        if not datalist:
-            print(f"error: no labelled studies in {args.studies}", file=sys.stderr)
-            return 2
+    try:
+        engine, datastore, datalist, val_ds = training_items(args, real_prob=args.real_prob)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = os.path.abspath(args.out)
-    if not args.resume and os.path.exists(os.path.splitext(out)[0] + ".resume.pt"):
-        os.remove(os.path.splitext(out)[0] + ".resume.pt")
     task, net = build(args.method, names, values, args, out, os.path.splitext(out)[0] + "_run", engine)
     request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
                "device": args.device, "train_ds": datalist, "val_split": 0.0, "multi_gpu": False,
@@ -126,10 +109,7 @@ def main(argv=None) -> int:
             "batch": args.batch, "device": args.device, "torch_threads": torch.get_num_threads(),
             "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
             "wall_time_s": round(time.time() - start, 1)}
-    with open(os.path.splitext(out)[0] + ".train.json", "w") as f:
-        json.dump(card, f, indent=1)
-    print(json.dumps(card, indent=1))
-    return 0
+    return write_card(out, card)
 
 
 if __name__ == "__main__":

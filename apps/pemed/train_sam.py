@@ -12,7 +12,6 @@ every epoch, ``<out>.train.json`` (command, wall time, metrics) and, with ``--re
 """
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -24,12 +23,9 @@ import torch  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
-from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
-from lib.data.engine import DataEngine  # noqa: E402
 from lib.networks.sam import SAM_KINDS, build_sam, load_sam, spec_of  # noqa: E402
-from lib.studies import labelled, open_studies  # noqa: E402
 from lib.trainers.sam import SAMTrain  # noqa: E402
-from train import REPO, VAL_SEED_BASE  # noqa: E402
+from train import add_run_arguments, fresh_resume_path, training_items, write_card  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -48,32 +44,19 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="the most corrective clicks a sample gets")
     p.add_argument("--crop-prob", type=float, default=0.3, help="share of samples cropped around the target")
     p.add_argument("--exclude-held-out", action="store_true", help="--studies: never train on the held-out AAL values")
-    p.add_argument("--mricron", default=DEFAULT_SRC)
-    p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"))
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
+    add_run_arguments(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     set_determinism(seed=args.seed)
 
-    engine, datastore, val_ds = None, None, None
-    if args.engine:
-        engine = DataEngine(load_maps(args.mricron, args.maps_cache))
-        datalist = [{"seed": i, "fixed": False} for i in range(args.samples_per_epoch)]
-        val_ds = [{"seed": VAL_SEED_BASE + i, "fixed": True} for i in range(args.val_samples)]
-    else:
-        datastore = open_studies(args.studies)
-        datalist = labelled(datastore)
-        if not datalist:
-            print(f"error: no labelled studies in {args.studies}", file=sys.stderr)
-            return 2
+    try:
+        engine, datastore, datalist, val_ds = training_items(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sam = load_sam(args.init, args.kind)[0] if args.init else build_sam(spec_of(args.kind))
     out = os.path.abspath(args.out)
-    resume_path = os.path.splitext(out)[0] + ".resume.pt"
-    if not args.resume and os.path.exists(resume_path):
-        os.remove(resume_path)
+    resume_path = fresh_resume_path(out, args.resume)
     task = SAMTrain(os.path.splitext(out)[0] + "_run", sam, out, size=sam.spec.img_size, max_rounds=args.rounds,
                     exclude_labels=HELD_OUT_VALUES if args.exclude_held_out else (), lr=args.lr,
                     crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed,
@@ -93,10 +76,7 @@ def main(argv=None) -> int:
             "samples_per_epoch": args.samples_per_epoch, "device": args.device,
             "torch_threads": torch.get_num_threads(), "wall_time_s": round(time.time() - start, 1),
             "best_val_mean_dice": stats.get("best_metric")}
-    with open(os.path.splitext(out)[0] + ".train.json", "w") as f:
-        json.dump(card, f, indent=1)
-    print(json.dumps(card, indent=1))
-    return 0
+    return write_card(out, card)
 
 
 if __name__ == "__main__":

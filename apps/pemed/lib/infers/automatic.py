@@ -31,7 +31,7 @@ from ..networks.sam import load_sam
 from ..prompts.session import AUTOMATIC_RESULTS
 from ..sam_predictor import SAMPredictor
 from ..transforms.transforms import AUTO, normalize_intensity
-from .pemed import ImageCache, axis_param, int_param, write_label_nrrd
+from .pemed import ImageCache, axis_param, fast_nrrd_answer, int_param
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +116,7 @@ class AutomaticInfer(BasicInferTask):
             return cached[0]
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None):
-        ext = str(extension or data.get("result_extension") or "").lower()
-        if ext != ".nrrd" or data.get("result_compress"):
-            return super().writer(data, extension, dtype)
-        import tempfile
-        path = tempfile.NamedTemporaryFile(suffix=".nrrd", delete=False).name
-        write_label_nrrd(np.asarray(data["pred"]), data.get("pred_meta_dict", {}).get("affine"), path)
-        return path, data.get("result", {})
+        return fast_nrrd_answer(data, extension) or super().writer(data, extension, dtype)
 
     def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
         t0 = time.perf_counter()

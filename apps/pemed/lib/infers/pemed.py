@@ -161,6 +161,17 @@ def write_label_nrrd(label: np.ndarray, affine: Optional[np.ndarray], path: str)
         f.write(label.tobytes(order="F"))  # a plain copy when the label is Fortran-ordered already
 
 
+def fast_nrrd_answer(data: Dict[str, Any], extension=None) -> Optional[Tuple[str, Dict]]:
+    """An uncompressed NRRD answer (OHIF's) through write_label_nrrd, as (path, result); None for
+    every other format, which MONAI Label's writer writes."""
+    ext = str(extension or data.get("result_extension") or "").lower()
+    if ext != ".nrrd" or data.get("result_compress"):
+        return None
+    path = tempfile.NamedTemporaryFile(suffix=".nrrd", delete=False).name
+    write_label_nrrd(np.asarray(data["pred"]), data.get("pred_meta_dict", {}).get("affine"), path)
+    return path, data.get("result", {})
+
+
 class PEMEDInfer(BasicInferTask):
     def __init__(self, path: Sequence[str], labels: Dict[str, int], modality: str = AUTO, size: int = 256,
                  serve: Optional[Dict[str, Any]] = None,
@@ -241,13 +252,7 @@ class PEMEDInfer(BasicInferTask):
             session.start, session.started_from = as_previous_logits(found.mask), found.method
 
     def writer(self, data: Dict[str, Any], extension=None, dtype=None):
-        """NRRD answers (OHIF's) through write_label_nrrd; every other format through MONAI Label's writer."""
-        ext = str(extension or data.get("result_extension") or "").lower()
-        if ext != ".nrrd" or data.get("result_compress"):
-            return super().writer(data, extension, dtype)
-        path = tempfile.NamedTemporaryFile(suffix=".nrrd", delete=False).name
-        write_label_nrrd(np.asarray(data["pred"]), data.get("pred_meta_dict", {}).get("affine"), path)
-        return path, data.get("result", {})
+        return fast_nrrd_answer(data, extension) or super().writer(data, extension, dtype)
 
     def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
         t0 = time.perf_counter()

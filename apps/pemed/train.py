@@ -74,6 +74,20 @@ def fresh_resume_path(out: str, resume: bool) -> str:
     return path
 
 
+def train_request(args, datalist, val_ds, engine, val_split: float) -> dict:
+    """The request a command-line run hands its BasicTrainTask: budget, device, items; engine runs
+    validate on their fixed draws; ``--workers`` loads in processes (the engine is numpy/scipy under
+    the GIL, so threads would not help)."""
+    request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
+               "device": args.device, "train_ds": datalist, "val_split": val_split,
+               "multi_gpu": False, "tracking": "None", "name": "run", "pretrained": False}
+    if engine is not None:
+        request.update({"val_ds": val_ds, "dataset": "Dataset"})
+    if args.workers:
+        request["dataloader"] = "DataLoader"
+    return request
+
+
 def write_card(out: str, card: dict) -> int:
     """<out without .pt>.train.json: the run's command, budget, wall time and figures; printed too."""
     with open(os.path.splitext(out)[0] + ".train.json", "w") as f:
@@ -177,13 +191,7 @@ def main(argv=None) -> int:
                       crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed,
                       num_workers=args.workers, zoom_far=args.zoom_far, prev_perturb=args.prev_perturb, tracking=None,
                       amp=args.device.startswith("cuda"), train_save_interval=10 ** 9)
-    request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
-               "device": args.device, "train_ds": datalist, "val_split": args.val_split,
-               "multi_gpu": False, "tracking": "None", "name": "run", "pretrained": False}
-    if engine is not None:
-        request.update({"val_ds": val_ds, "dataset": "Dataset"})
-    if args.workers:
-        request["dataloader"] = "DataLoader"  # processes, not threads: the engine is numpy/scipy under the GIL
+    request = train_request(args, datalist, val_ds, engine, args.val_split)
     start = time.time()
     stats = task(request, datastore)
     wall = time.time() - start

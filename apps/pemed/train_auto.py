@@ -31,7 +31,7 @@ from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
 from lib.networks.sam import load_sam, with_own_decoder  # noqa: E402
 from lib.trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain, TaskUNetTrain  # noqa: E402
-from train import add_run_arguments, fresh_resume_path, training_items, write_card  # noqa: E402
+from train import add_run_arguments, fresh_resume_path, train_request, training_items, write_card  # noqa: E402
 
 METHODS = ("promise", "box", "edges", "curriculum_sam", "unet")
 DEFAULT_LR = {"promise": 1e-4, "box": 1e-3, "edges": 1e-3, "curriculum_sam": 1e-4, "unet": 1e-3}
@@ -95,13 +95,7 @@ def main(argv=None) -> int:
         return 2
     out = os.path.abspath(args.out)
     task, net = build(args.method, names, values, args, out, os.path.splitext(out)[0] + "_run", engine)
-    request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
-               "device": args.device, "train_ds": datalist, "val_split": 0.0, "multi_gpu": False,
-               "tracking": "None", "name": "run", "pretrained": False}
-    if engine is not None:
-        request.update({"val_ds": val_ds, "dataset": "Dataset"})
-    if args.workers:
-        request["dataloader"] = "DataLoader"
+    request = train_request(args, datalist, val_ds, engine, 0.0)
     start = time.time()
     task(request, datastore)
     card = {"command": " ".join(["python", "apps/pemed/train_auto.py"] + (argv if argv is not None else sys.argv[1:])),

@@ -25,7 +25,7 @@ from monai.utils import set_determinism  # noqa: E402
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
 from lib.networks.sam import SAM_KINDS, build_sam, load_sam, spec_of  # noqa: E402
 from lib.trainers.sam import SAMTrain  # noqa: E402
-from train import add_run_arguments, fresh_resume_path, training_items, write_card  # noqa: E402
+from train import add_run_arguments, fresh_resume_path, train_request, training_items, write_card  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -62,13 +62,7 @@ def main(argv=None) -> int:
                     crop_prob=args.crop_prob, engine=engine, resume_path=resume_path, seed=args.seed,
                     num_workers=args.workers, amp=args.device.startswith("cuda"), tracking=None,
                     train_save_interval=10 ** 9)
-    request = {"max_epochs": args.epochs, "train_batch_size": args.batch, "val_batch_size": args.batch,
-               "device": args.device, "train_ds": datalist, "val_split": 0.1, "multi_gpu": False,
-               "tracking": "None", "name": "run", "pretrained": False}
-    if engine is not None:
-        request.update({"val_ds": val_ds, "dataset": "Dataset"})
-    if args.workers:
-        request["dataloader"] = "DataLoader"
+    request = train_request(args, datalist, val_ds, engine, 0.1)
     start = time.time()
     stats = task(request, datastore)
     card = {"command": " ".join(["python", "apps/pemed/train_sam.py"] + (argv if argv is not None else sys.argv[1:])),

@@ -139,6 +139,41 @@ def test_heatmap_targets_decode_back_to_the_box_and_points():
     assert [(p.row, p.col) for p in points] == [(p.row, p.col) for p in edge_points(mask)]
 
 
+def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once(tmp_path):
+    """Training sees every name's maps (zeros for the names absent from the slice); serving asks for
+    one name and gets that name's part of the same output."""
+    from lib.networks.curriculum import HEADS, HeatmapLoss, PromptHeatmapNet, all_heatmap_targets, heatmap_targets
+    from lib.networks.promise import with_name
+
+    classes = np.zeros((64, 64), np.int64)
+    classes[ellipse((64, 64), (20, 20), (6, 8))] = 1
+    classes[ellipse((64, 64), (44, 40), (10, 5))] = 3
+    for head, k in HEADS.items():
+        targets = all_heatmap_targets(classes, 3, head)
+        assert targets.shape == (3 * k, 64, 64) and not targets[k:2 * k].any()
+        assert np.array_equal(targets[2 * k:], heatmap_targets(classes == 3, head))
+        net = PromptHeatmapNet(["a", "b", "c"], head, channels=(4, 8, 16), size=64).eval()
+        image = torch.rand(2, 1, 64, 64)
+        with torch.no_grad():
+            every = net(image)
+            named = net(with_name(image, 2))
+        assert every.shape == (2, 3 * k, 64, 64) and torch.allclose(every[:, 2 * k:], named)
+        loss = HeatmapLoss(head)(every, torch.from_numpy(targets)[None].expand(2, -1, -1, -1))
+        assert torch.isfinite(loss) and loss > 0
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")), reason="mricron-data not installed")
+@pytest.mark.parametrize("method", ["box", "unet"])
+def test_the_named_structure_trainers_run_on_the_engine(tmp_path, method):
+    import train_auto
+
+    out = tmp_path / f"{method}.pt"
+    assert train_auto.main([method, "--engine", "--out", str(out), "--epochs", "1", "--samples-per-epoch", "4",
+                            "--batch", "2", "--names", "Caudate_L,Putamen_L", "--device", "cpu", "--maps-cache",
+                            os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz")]) == 0
+    assert out.exists() and (tmp_path / f"{method}.train.json").exists()
+
+
 def test_promise_training_changes_only_its_new_modules(tmp_path, tiny_sam):
     """Every foundation-model weight bitwise as it was after training; the APM and IPS have learned."""
     from lib.data.atlases import load_maps

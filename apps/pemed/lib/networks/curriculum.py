@@ -10,8 +10,9 @@ nucleus as well as a lobe, and one network runs in tens of milliseconds on a CPU
     head "box"    per name 3 maps: the box centre's heatmap, the box's height and width over the
                   input size (read at the peak)
     head "edges"  per name 8 heatmaps, one per edge point (lib/prompts/boxes.py defines them)
-Input: [image, name plane] (lib/networks/promise.py's layout); output: the named structure's maps
-(B, K, S, S), heatmaps as logits.
+Input: [image, name plane] (lib/networks/promise.py's layout) -> the named structure's maps
+(B, K, S, S); or the image alone -> every name's maps (B, N * K, S, S), as training sees them (each
+slice teaches every name: where it is, and that the absent ones are nowhere). Heatmaps as logits.
 """
 
 from typing import List, Sequence, Tuple
@@ -50,11 +51,13 @@ class PromptHeatmapNet(nn.Module):
                 "size": self.size}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image, names = split_input(x)
+        image = x[:, :1]
         maps = self.unet(image).view(image.shape[0], len(self.names), self.k, *image.shape[-2:])
-        maps = maps[torch.arange(image.shape[0], device=x.device), names]
         heat = 1 if self.head == "box" else self.k  # the box head's first map, or every edge map
-        return torch.cat([maps[:, :heat] - HEAT_PRIOR, maps[:, heat:]], dim=1)
+        maps = torch.cat([maps[:, :, :heat] - HEAT_PRIOR, maps[:, :, heat:]], dim=2)
+        if x.shape[1] == 1:
+            return maps.flatten(1, 2)
+        return maps[torch.arange(image.shape[0], device=x.device), split_input(x)[1]]
 
 
 def heatmap_targets(mask: np.ndarray, head: str) -> np.ndarray:
@@ -72,6 +75,12 @@ def heatmap_targets(mask: np.ndarray, head: str) -> np.ndarray:
     if not points:
         return np.zeros((8,) + mask.shape, np.float32)
     return gaussian_heatmaps([(p.row, p.col) for p in points], mask.shape, EDGE_SIGMA)
+
+
+def all_heatmap_targets(classes: np.ndarray, n_names: int, head: str) -> np.ndarray:
+    """A class map (k + 1 for the k-th name) -> every name's target maps (N * K, H, W), zeros for
+    the names absent from it."""
+    return np.concatenate([heatmap_targets(classes == k + 1, head) for k in range(n_names)])
 
 
 def decode_box(maps: np.ndarray) -> Tuple[Box, float]:
@@ -100,6 +109,8 @@ class HeatmapLoss(nn.Module):
         self.head, self.size_weight = head, size_weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        k = HEADS[self.head]  # every name's maps (B, N * K, ...) are N samples of K maps
+        pred, target = pred.reshape(-1, k, *pred.shape[-2:]), target.reshape(-1, k, *target.shape[-2:])
         heat_p = pred[:, :1] if self.head == "box" else pred
         heat_t = target[:, :1] if self.head == "box" else target
         p = torch.sigmoid(heat_p.float()).clamp(1e-4, 1 - 1e-4)

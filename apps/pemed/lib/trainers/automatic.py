@@ -77,11 +77,14 @@ class ProMISeTrain(NamedStructures, PEMEDTrain):
 
 
 class HeatmapTrain(NamedStructures, PEMEDTrain):
-    """Curriculum's box detector or edge-point network (``network.head``)."""
+    """Curriculum's box detector or edge-point network (``network.head``), on every name of each
+    slice at once (the network's image-only input)."""
+
+    pick = False
 
     def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], **kwargs):
         self.values = tuple(values)
-        self.target_transforms = [HeatmapTargetd(network.head)]
+        self.target_transforms = [HeatmapTargetd(network.head, len(self.values))]
         kwargs["size"] = network.size  # the network's own input side
         kwargs.setdefault("description", f"Train Curriculum Prompting's {network.head} network")
         super().__init__(model_dir, network, publish_path, **kwargs)
@@ -110,7 +113,9 @@ class TaskUNetTrain(NamedStructures, PEMEDTrain):
         super().__init__(model_dir, network, publish_path, **kwargs)
 
     def loss_function(self, context):
-        return DiceCELoss(softmax=True, to_onehot_y=True)
+        # Dice over the batch (nnU-Net's batch Dice): per sample, each of the many names absent from
+        # a slice pushes its class to zero everywhere, and the network settles on all background.
+        return DiceCELoss(softmax=True, to_onehot_y=True, batch=True)
 
     def train_post_transforms(self, context):
         n = 1 + len(self._network.names)

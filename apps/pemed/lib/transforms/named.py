@@ -8,7 +8,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-from ..networks.curriculum import heatmap_targets
+from ..networks.curriculum import all_heatmap_targets
 from ..networks.promise import with_name
 
 
@@ -55,15 +55,15 @@ class PickNamed(Randomizable, MapTransform):
 
 
 class HeatmapTargetd(MapTransform):
-    """The binary label -> the heatmap network's target maps (lib/networks/curriculum.py)."""
+    """The class map -> every name's target maps for the heatmap network (lib/networks/curriculum.py)."""
 
-    def __init__(self, head: str, label_key: str = "label"):
+    def __init__(self, head: str, n_names: int, label_key: str = "label"):
         super().__init__(keys=label_key)
-        self.head = head
+        self.head, self.n_names = head, n_names
 
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
-            mask = np.asarray(torch.as_tensor(d[key])[0]) > 0.5
-            d[key] = torch.from_numpy(heatmap_targets(mask, self.head))
+            classes = np.asarray(torch.as_tensor(d[key])[0]).round().astype(np.int64)
+            d[key] = torch.from_numpy(all_heatmap_targets(classes, self.n_names, self.head))
         return d

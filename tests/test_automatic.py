@@ -10,7 +10,7 @@ import torch
 from conftest import MRICRON, ROOT
 
 from lib.networks.sam import SAM_KINDS, build_sam, load_sam, save_sam, spec_of
-from lib.prompts.boxes import box_of, edge_points, ground_truth_points, jitter_box
+from lib.prompts.boxes import box_iou, box_of, edge_points, ground_truth_points, jitter_box
 
 
 def ellipse(shape=(120, 100), centre=(60, 45), radii=(25, 15)):
@@ -43,6 +43,8 @@ def test_box_jitter_and_ground_truth_points():
     mask = ellipse()
     box = box_of(mask)
     assert box == (35, 30, 85, 60)
+    assert box_iou(box, box) == 1 and box_iou(box, (0, 0, 9, 9)) == 0
+    assert box_iou((0, 0, 9, 9), (0, 5, 9, 14)) == pytest.approx(50 / 150)
     for _ in range(20):
         r0, c0, r1, c1 = jitter_box(box, mask.shape, rng)
         assert 0 <= r0 <= r1 < 120 and 0 <= c0 <= c1 < 100 and abs(r0 - 35) <= 20
@@ -221,3 +223,29 @@ def test_curriculums_decoder_checkpoint_holds_the_decoder_alone(tmp_path, tiny_s
     assert not torch.equal(loaded.mask_decoder.iou_token.weight, tiny_sam.mask_decoder.iou_token.weight)
     with pytest.raises(ValueError, match="base_sam"):
         load_network(path)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")), reason="mricron-data not installed")
+def test_the_evaluation_writes_every_row_of_its_table(tmp_path):
+    """evaluate_auto.py on untrained models (figures meaningless, plumbing real): every method's
+    Dice, the detector's box IoU and PE-MED's clicks to 0.90 reach the summary."""
+    import json
+
+    import evaluate_auto
+    from conftest import write_untrained_automatic_models
+    from lib.checkpoint import save_checkpoint
+    from lib.networks.baseline import TaskUNet
+
+    names = ["Caudate_L", "Putamen_L"]
+    write_untrained_automatic_models(str(tmp_path), names)
+    save_checkpoint(str(tmp_path / "task_unet.pt"), TaskUNet(names, channels=(4, 8, 16)))
+    out = tmp_path / "eval.json"
+    assert evaluate_auto.main(["--models", str(tmp_path), "--names", "Caudate_L", "--synthetic", "1", "--real", "1",
+                               "--maps-cache", os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz"),
+                               "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["n_samples"] == 2 and 0 <= summary["detector_box_iou"] <= 1
+    for method in ("curriculum", "curriculum_box", "curriculum_points", "promise", "promise_gt_no_ips", "sam_gt_box",
+                   "unet", "pemed_1", "pemed_3"):
+        assert 0 <= summary["mean"][method]["dice"] <= 1, method
+    assert all(0 <= v <= 20 for v in summary["pemed_clicks_to_90"].values())

@@ -15,7 +15,9 @@ box; box + points; box + mask; the full curriculum; the curriculum with positive
 ``promise`` (APM + IPS), ``promise_no_ips`` (the frozen model with the APM's same 16 points, no
 pattern tokens), ``promise_gt`` / ``promise_gt_no_ips`` (8 + 8 points drawn from the ground
 truth), ``sam_gt_box`` (the foundation model with the ground truth's box), ``unet`` (the task-
-specific baseline), ``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); and PE-MED's
+specific baseline), ``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); the
+detector's box against the ground truth's (``detector_box_iou``: where Curriculum goes wrong before
+the foundation model sees a prompt); and PE-MED's
 clicks to Dice 0.90 from scratch and after each automatic result (its mask as PE-MED's previous
 mask, the protocol's clicks on its errors; 20 if never). Scores: Dice and IoU per sample, means per
 structure and overall. ``--models`` is a folder with the app's model files (sam_tiny.pt,
@@ -40,7 +42,7 @@ from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
 from lib.data.engine import DataEngine  # noqa: E402
 from lib.evaluation import dice, iou  # noqa: E402
 from lib.predictor import Letterbox, PEMEDPredictor  # noqa: E402
-from lib.prompts.boxes import box_of, ground_truth_points  # noqa: E402
+from lib.prompts.boxes import box_iou, box_of, ground_truth_points  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
 from lib.sam_predictor import SAMPredictor  # noqa: E402
 from train import REPO  # noqa: E402
@@ -131,7 +133,8 @@ def main(argv=None) -> int:
         masks["promise_gt_no_ips"] = promise.segment(image, name, key, points=gt_points, use_ips=False)
         emb = sam.embed(image, key)
         box_logits = sam.predict(emb, box=box_of(gt)).logits
-        row = {"name": name, "source": source, "area": int(gt.sum())}
+        row = {"name": name, "source": source, "area": int(gt.sum()),
+               "detector_box_iou": box_iou(masks["curriculum"].box, box_of(gt))}
         for method, out in masks.items():
             row[method] = {"dice": dice(gt, out.mask), "iou": iou(gt, out.mask)}
         row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}
@@ -148,7 +151,8 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{i + 1}: {name} {source} area {row['area']}: curriculum {row['curriculum']['dice']:.3f} promise "
               f"{row['promise']['dice']:.3f} unet {row['unet']['dice']:.3f} gt box {row['sam_gt_box']['dice']:.3f} "
-              f"pemed@1 {row['pemed_1']['dice']:.3f} ({time.time() - t0:.0f} s)", flush=True)
+              f"pemed@1 {row['pemed_1']['dice']:.3f} box IoU {row['detector_box_iou']:.2f} ({time.time() - t0:.0f} s)",
+              flush=True)
 
     methods = [k for k, v in rows[0].items() if isinstance(v, dict)]
     mean = lambda sel, k, s: float(np.mean([r[k][s] for r in sel if s in r[k]]))  # noqa: E731
@@ -160,6 +164,8 @@ def main(argv=None) -> int:
         "by_source": {src: {k: mean([r for r in rows if r["source"].startswith(src)], k, "dice") for k in methods}
                       for src in ("synth", "ch2")},
         "per_structure": {n: {k: mean([r for r in rows if r["name"] == n], k, "dice") for k in methods} for n in names},
+        "detector_box_iou": float(np.mean([r["detector_box_iou"] for r in rows])),
+        "detector_box_iou_over_0.5": float(np.mean([r["detector_box_iou"] > 0.5 for r in rows])),
         "pemed_clicks_to_90": {c: float(np.mean([r[c] for r in rows])) for c in
                                ("pemed_clicks_to_90", "pemed_clicks_to_90_after_curriculum",
                                 "pemed_clicks_to_90_after_promise")},
@@ -171,7 +177,8 @@ def main(argv=None) -> int:
     print("| method | Dice | IoU |\n|---|---|---|")
     for k, v in summary["mean"].items():
         print(f"| {k} | {v['dice']:.3f} | {v.get('iou', float('nan')):.3f} |")
-    print(json.dumps(summary["pemed_clicks_to_90"], indent=1))
+    print(json.dumps({k: summary[k] for k in ("detector_box_iou", "detector_box_iou_over_0.5", "pemed_clicks_to_90")},
+                     indent=1))
     return 0
 
 

@@ -28,6 +28,15 @@ def box_of(mask: np.ndarray) -> Optional[Box]:
     return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
 
 
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two inclusive boxes (how well a detector found its target)."""
+    rows = min(a[2], b[2]) - max(a[0], b[0]) + 1
+    cols = min(a[3], b[3]) - max(a[1], b[1]) + 1
+    inter = max(rows, 0) * max(cols, 0)
+    area = lambda x: (x[2] - x[0] + 1) * (x[3] - x[1] + 1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
 def jitter_box(box: Box, shape: Tuple[int, int], rng: np.random.Generator, noise: float = 0.1,
                max_px: float = 20.0) -> Box:
     """SAM's training box noise: each side moved by a normal draw of ``noise`` x the side's length,

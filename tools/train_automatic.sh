@@ -1,10 +1,11 @@
 #!/bin/bash
 # The automatic methods' models from scratch, as trained for the README's figures, then their evaluation.
 #   bash tools/train_automatic.sh [OUT=runs/auto] [DEVICE=cpu]
-# On this project's 2-core CPU the foundation model was stopped after epoch 12 of 60 (the session's
-# time) and every other budget is small; a GPU run takes DEVICE=cuda and larger budgets. Each step
-# resumes where it stopped (--resume). The files carry the app's names: copy them into
-# apps/pemed/model/ (task_unet.pt is the evaluation's baseline, not served) to serve them.
+# The README's figures come from these budgets on this project's 2-core CPU, over two sittings (the
+# heatmap networks as 8 epochs, then 12 more from those weights with --init: the same 20 epochs of
+# draws); a GPU run takes DEVICE=cuda and larger budgets. Each step resumes where it stopped
+# (--resume). The files carry the app's names: copy them into apps/pemed/model/ (task_unet.pt is the
+# evaluation's baseline, not served) to serve them.
 set -e
 OUT=${1:-runs/auto}
 DEVICE=${2:-cpu}
@@ -13,17 +14,17 @@ mkdir -p "$OUT"
 $PY apps/pemed/train_sam.py --engine --out "$OUT/sam_tiny.pt" --epochs 60 --samples-per-epoch 512 --batch 8 \
   --device "$DEVICE" --resume
 for m in box edges; do
-  $PY apps/pemed/train_auto.py $m --engine --out "$OUT/curriculum_$m.pt" --epochs 8 --samples-per-epoch 192 \
+  $PY apps/pemed/train_auto.py $m --engine --out "$OUT/curriculum_$m.pt" --epochs 20 --samples-per-epoch 192 \
     --batch 8 --device "$DEVICE" --resume
 done
-$PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs 8 --samples-per-epoch 192 --batch 8 \
+$PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs 20 --samples-per-epoch 192 --batch 8 \
   --device "$DEVICE" --resume
 for m in promise curriculum_sam; do
-  $PY apps/pemed/train_auto.py $m --engine --base "$OUT/sam_tiny.pt" --out "$OUT/$m.pt" --epochs 6 \
+  $PY apps/pemed/train_auto.py $m --engine --base "$OUT/sam_tiny.pt" --out "$OUT/$m.pt" --epochs 10 \
     --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
 done
 $PY apps/pemed/train_auto.py curriculum_sam --edge-positive --engine --base "$OUT/sam_tiny.pt" \
-  --out "$OUT/curriculum_sam_positive.pt" --epochs 6 --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
+  --out "$OUT/curriculum_sam_positive.pt" --epochs 10 --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
 $PY apps/pemed/evaluate_auto.py --models "$OUT" --edge-positive-decoder "$OUT/curriculum_sam_positive.pt" \
-  --out benchmarks/results/automatic/eval.json
+  --synthetic 3 --real 1 --out benchmarks/results/automatic/eval.json
 $PY benchmarks/automatic_latency.py --models "$OUT" --out benchmarks/results/automatic/latency.json

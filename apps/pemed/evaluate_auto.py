@@ -90,6 +90,7 @@ def clicks_to(predictor: PEMEDPredictor, image, gt, start_logits=None, target=0.
     return MAX_CLICKS, scores
 
 
+@torch.no_grad()  # not set_grad_enabled(False): a caller in the same process (a test) trains afterwards
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", required=True, help="the folder of the models (module docstring)")
@@ -102,7 +103,6 @@ def main(argv=None) -> int:
     p.add_argument("--maps-cache", default=os.path.join(REPO, "datasets", "sample", "colin27_maps.npz"))
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
     names = [n for n in args.names.split(",") if n]
     engine = DataEngine(load_maps(args.mricron, args.maps_cache))
     m = lambda f: os.path.join(args.models, f)  # noqa: E731

@@ -98,6 +98,7 @@ def measure(kind: str, models: str, volume: np.ndarray, slices: int, reps: int) 
     return out
 
 
+@torch.no_grad()  # for its own call only, as evaluate_auto.py
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
@@ -105,7 +106,6 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--vit-b-slices", type=int, default=3)
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
     volume = normalize_intensity(np.asanyarray(nib.load(VOLUME).dataobj).astype(np.float32), "MR")
     results = {"command": " ".join(["python", "benchmarks/automatic_latency.py"] + (argv or sys.argv[1:])),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

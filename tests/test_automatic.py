@@ -141,7 +141,7 @@ def test_heatmap_targets_decode_back_to_the_box_and_points():
     assert [(p.row, p.col) for p in points] == [(p.row, p.col) for p in edge_points(mask)]
 
 
-def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once(tmp_path):
+def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once():
     """Training sees every name's maps (zeros for the names absent from the slice); serving asks for
     one name and gets that name's part of the same output."""
     from lib.networks.curriculum import HEADS, HeatmapLoss, PromptHeatmapNet, all_heatmap_targets, heatmap_targets

@@ -4,9 +4,9 @@
 # The README's figures come from these budgets on this project's 2-core CPU, over two sittings, except:
 # the box detector ran as 8 epochs, then 12 more from those weights with --init (the same 20 epochs
 # of draws); the edge-point network got only its first 8 (4.4 min an epoch); the measured run had no
-# positive-edge decoder (the step before the evaluation). A GPU run takes DEVICE=cuda and larger budgets. Each step resumes where it stopped
-# (--resume). The files carry the app's names: copy them into apps/pemed/model/ (task_unet.pt is the
-# evaluation's baseline, not served) to serve them.
+# positive-edge decoder (the step before the evaluation). A GPU run takes DEVICE=cuda and larger
+# budgets. Each step resumes where it stopped (--resume). The files carry the app's names: copy them
+# into apps/pemed/model/ (task_unet.pt is the evaluation's baseline, not served) to serve them.
 set -e
 OUT=${1:-runs/auto}
 DEVICE=${2:-cpu}

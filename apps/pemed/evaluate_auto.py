@@ -132,9 +132,10 @@ def main(argv=None) -> int:
         masks["promise_gt"] = promise.segment(image, name, key, points=gt_points)
         masks["promise_gt_no_ips"] = promise.segment(image, name, key, points=gt_points, use_ips=False)
         emb = sam.embed(image, key)
-        box_logits = sam.predict(emb, box=box_of(gt)).logits
+        gt_box = box_of(gt)
+        box_logits = sam.predict(emb, box=gt_box).logits
         row = {"name": name, "source": source, "area": int(gt.sum()),
-               "detector_box_iou": box_iou(masks["curriculum"].box, box_of(gt))}
+               "detector_box_iou": box_iou(masks["curriculum"].box, gt_box)}
         for method, out in masks.items():
             row[method] = {"dice": dice(gt, out.mask), "iou": iou(gt, out.mask)}
         row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}

@@ -31,7 +31,7 @@ from .sam import SAMPromptSimulation, SAMTrain
 
 class NamedStructures:
     """The data of the automatic methods (a mixin before PEMEDTrain): ``values`` are the atlas
-    values of the names, in order; ``pick`` False keeps the class map (the multi-class baseline)."""
+    values of the names, in order; ``pick`` False keeps the class map (every name at once: the baseline, the heatmap networks)."""
 
     values: Sequence[int] = ()
     pick: bool = True

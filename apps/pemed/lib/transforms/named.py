@@ -1,5 +1,6 @@
 """Transforms for the automatic methods, which learn structures by name: a class map (0 background,
-k + 1 for the k-th name) becomes one named binary target and the [image, name plane] input."""
+k + 1 for the k-th name) becomes one named binary target and the [image, name plane] input, or
+every name's heatmap targets."""
 
 from typing import Sequence
 

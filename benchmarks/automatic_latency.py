@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from lib.automatic import CurriculumPredictor, ProMISePredictor, segment_volume  # noqa: E402
 from lib.checkpoint import load_network  # noqa: E402
-from lib.configs.labels import HELD_OUT  # noqa: E402
+from lib.configs.labels import AUTO_DEFAULT  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
 from lib.networks.sam import build_sam, spec_of, with_own_decoder  # noqa: E402
@@ -53,7 +53,7 @@ def median_ms(fn, n: int, warmup: int = 2) -> float:
 
 
 def methods(models: str, kind: str):
-    names = list(HELD_OUT)
+    names = list(AUTO_DEFAULT)
     if models:
         m = lambda f: os.path.join(models, f)  # noqa: E731
         sam = load_network(m("sam_tiny.pt"))[0]

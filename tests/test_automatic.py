@@ -164,6 +164,40 @@ def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once():
         assert torch.isfinite(loss) and loss > 0
 
 
+def test_lobes_are_named_unions_of_aal_structures():
+    """A lobe has a value of its own standing for its AAL parts, in saved labels and engine draws;
+    names that overlap (a lobe and one of its parts) are refused, as a pixel has one class."""
+    from lib.configs.labels import AAL_LABELS, LOBE_PARTS, STRUCTURES, parts, structure_values
+    from lib.transforms.named import ToClassIndicesd
+
+    temporal = STRUCTURES["Temporal_Lobe_L"]
+    assert temporal not in AAL_LABELS.values() and AAL_LABELS["Temporal_Mid_L"] in parts(temporal)
+    assert AAL_LABELS["Temporal_Mid_R"] not in parts(temporal) and parts(AAL_LABELS["Caudate_L"]) == (AAL_LABELS["Caudate_L"],)
+    assert all(parts(STRUCTURES[n]) == p and p for n, p in LOBE_PARTS.items())
+    assert structure_values(["Caudate_L", "Temporal_Lobe_L"]) == (AAL_LABELS["Caudate_L"], temporal)
+    for bad in (["Temporal_Lobe_L", "Temporal_Mid_L"], ["Nucleus_X"], []):
+        with pytest.raises(ValueError):
+            structure_values(bad)
+    label = np.array([[AAL_LABELS["Temporal_Mid_L"], temporal, AAL_LABELS["Caudate_L"], AAL_LABELS["Temporal_Mid_R"]]])
+    classes = ToClassIndicesd("label", [AAL_LABELS["Caudate_L"], temporal])({"label": label})["label"]
+    assert classes.tolist() == [[2, 2, 1, 0]]
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")), reason="mricron-data not installed")
+def test_the_engine_draws_a_lobe_as_the_union_of_its_parts():
+    from lib.configs.labels import AAL_LABELS, STRUCTURES
+    from lib.data.atlases import DEFAULT_SRC, load_maps
+    from lib.data.engine import DataEngine
+
+    engine = DataEngine(load_maps(DEFAULT_SRC, os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz")))
+    d = engine.draw_named(5, [AAL_LABELS["Caudate_L"], STRUCTURES["Temporal_Lobe_L"]], real=True)
+    aal = engine.maps.atlases["aal"]
+    area = lambda v: (aal == v).sum(axis=tuple(a for a in range(3) if a != d["axis"]))[d["slice"]]  # noqa: E731
+    lobe_area = sum(area(AAL_LABELS[n]) for n in AAL_LABELS if n.startswith(("Temporal_", "Heschl")) and n.endswith("_L"))
+    assert lobe_area > 500 and set(np.unique(d["label"])) == {0, 1, 2}
+    assert 0.6 * lobe_area < (d["label"] == 2).sum() < 1.6 * lobe_area  # the whole lobe, under a mild warp
+
+
 @pytest.mark.skipif(not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")), reason="mricron-data not installed")
 @pytest.mark.parametrize("method", ["box", "unet"])
 def test_the_named_structure_trainers_run_on_the_engine(tmp_path, method):

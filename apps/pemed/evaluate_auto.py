@@ -7,8 +7,9 @@ box, the task-specific UNet and PE-MED's clicks, on named structures from subjec
 Samples per structure: ``--synthetic`` draws of Colin27 with AAL under deformations and contrasts
 from seeds no training run draws (EVAL_SEED_BASE + i), and ``--real`` real ch2 / ch2bet slices from
 the evaluation slices (every 6th, which training never draws), lightly warped. The structures are
-the held-out AAL structures (lib/configs/labels.py: the foundation model never saw them; the
-automatic models learned them by name), from 8 deep nuclei to the precentral gyrus.
+lib/configs/labels.py's AUTO_DEFAULT: the held-out AAL structures (the foundation model never saw
+them as targets; the automatic models learned them by name), from 8 deep nuclei to the precentral
+gyrus, and the two temporal lobes.
 
 Rows: ``curriculum`` and its ablation (points only: the 8 predicted edge points as positive points;
 box; box + points; box + mask; the full curriculum; the curriculum with positive edge points),
@@ -37,7 +38,7 @@ import torch  # noqa: E402
 
 from lib.automatic import CurriculumPredictor, ProMISePredictor, as_previous_logits  # noqa: E402
 from lib.checkpoint import load_checkpoint, load_network  # noqa: E402
-from lib.configs.labels import AAL_LABELS, HELD_OUT  # noqa: E402
+from lib.configs.labels import AUTO_DEFAULT, STRUCTURES  # noqa: E402
 from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
 from lib.data.engine import DataEngine  # noqa: E402
 from lib.evaluation import dice, iou  # noqa: E402
@@ -56,7 +57,7 @@ def samples(engine: DataEngine, names, n_synthetic: int, n_real: int):
     for k, name in enumerate(names):
         for i in range(n_synthetic + n_real):
             real = i >= n_synthetic
-            d = engine.draw_named(EVAL_SEED_BASE + 1000 * k + i, [AAL_LABELS[name]], real=real, eval_slices=real)
+            d = engine.draw_named(EVAL_SEED_BASE + 1000 * k + i, [STRUCTURES[name]], real=real, eval_slices=real)
             yield name, d["source"], d["image"], d["label"] == 1
 
 
@@ -95,7 +96,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", required=True, help="the folder of the models (module docstring)")
     p.add_argument("--pemed", default=os.path.join(REPO, "apps", "pemed", "model", "pemed.pt"))
-    p.add_argument("--names", default=",".join(HELD_OUT))
+    p.add_argument("--names", default=",".join(AUTO_DEFAULT))
     p.add_argument("--synthetic", type=int, default=4)
     p.add_argument("--real", type=int, default=2)
     p.add_argument("--edge-positive-decoder", default="", help="a decoder fine-tuned with positive edge points")

@@ -9,8 +9,8 @@ METHOD: ``promise`` (APM + IPS on the frozen ``--base``; ``--no-ips`` for the ab
 encoder / decoder fine-tuning of ``--base``; ``--edge-positive`` for the ablation), ``unet`` (the
 task-specific baseline). ``--engine`` draws the named AAL structures from the training-data engine
 (training seeds and training slices only; evaluate_auto.py keeps its own apart); ``--studies``
-trains on saved labels. The default names are the structures the foundation model never saw
-(lib/configs/labels.py's HELD_OUT). Writes the checkpoint after every epoch and ``<out>.train.json``.
+trains on saved labels. The default names are lib/configs/labels.py's AUTO_DEFAULT: the structures
+the foundation model never saw as targets, and the temporal lobes. Writes the checkpoint after every epoch and ``<out>.train.json``.
 """
 
 import argparse
@@ -25,7 +25,7 @@ import torch  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
 from lib.checkpoint import load_network  # noqa: E402
-from lib.configs.labels import AAL_LABELS, HELD_OUT  # noqa: E402
+from lib.configs.labels import AUTO_DEFAULT, structure_values  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--base", default="", help="the foundation model (promise, curriculum_sam)")
     p.add_argument("--init", default="", help="continue from this checkpoint of the method")
-    p.add_argument("--names", default=",".join(HELD_OUT), help="AAL names, comma-separated")
+    p.add_argument("--names", default=",".join(AUTO_DEFAULT), help="AAL or lobe names, comma-separated")
     p.add_argument("--no-ips", action="store_true", help="promise: the APM alone (ablation)")
     p.add_argument("--edge-positive", action="store_true", help="curriculum_sam: edge points labelled positive")
     p.add_argument("--epochs", type=int, default=20)
@@ -80,14 +80,14 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     set_determinism(seed=args.seed)
     names = [n.strip() for n in args.names.split(",") if n.strip()]
-    unknown = [n for n in names if n not in AAL_LABELS]
-    if unknown or not names:
-        print(f"error: --names: unknown AAL names {unknown}" if unknown else "error: --names is empty", file=sys.stderr)
+    try:
+        values = structure_values(names)
+    except ValueError as e:
+        print(f"error: --names: {e}", file=sys.stderr)
         return 2
     if args.method in ("promise", "curriculum_sam") and not args.base:
         print(f"error: {args.method} needs --base (the foundation model's checkpoint)", file=sys.stderr)
         return 2
-    values = [AAL_LABELS[n] for n in names]
     try:
         engine, datastore, datalist, val_ds = training_items(args, real_prob=args.real_prob)
     except ValueError as e:

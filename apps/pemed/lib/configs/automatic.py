@@ -6,8 +6,9 @@ conf keys (``--conf key value``):
                      (vit_b, vit_l, vit_h) or MedSAM file from a local path with ``sam_kind``
     sam_kind         the architecture of a checkpoint that does not describe itself: vit_b, vit_l,
                      vit_h or medsam (the app's own checkpoints say theirs)
-    auto_labels      the structures the automatic methods segment, AAL names comma-separated
-                     (default: the held-out structures, which the foundation model never saw)
+    auto_labels      the structures the automatic methods segment, AAL or lobe names comma-separated
+                     (lib/configs/labels.py; default AUTO_DEFAULT: the held-out structures, which the
+                     foundation model never saw as targets, and the temporal lobes)
     curriculum_min_score  the detector's confidence below which a slice has no structure (default 0.3)
     auto_train_epochs, auto_train_samples, auto_train_replay  a fine-tuning run's epochs, draws per
                      epoch and share of engine draws replayed (defaults 4, 64, 0.5)
@@ -30,7 +31,7 @@ from ..checkpoint import load_network
 from ..infers.automatic import AutomaticInfer, FoundationModel, build_curriculum, build_promise
 from ..networks.sam import load_sam
 from ..trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain
-from .labels import AAL_LABELS, HELD_OUT
+from .labels import AUTO_DEFAULT, structure_values
 
 _FOUNDATIONS: Dict[tuple, FoundationModel] = {}
 
@@ -47,11 +48,11 @@ class AutomaticConfig(TaskConfig):
 
     def init(self, name: str, model_dir: str, conf, planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
-        names = [n.strip() for n in conf.get("auto_labels", ",".join(HELD_OUT)).split(",") if n.strip()]
-        unknown = [n for n in names if n not in AAL_LABELS]
-        if unknown:
-            raise ValueError(f"auto_labels: unknown AAL names {unknown}")
-        self.labels = {n: AAL_LABELS[n] for n in names}
+        names = [n.strip() for n in conf.get("auto_labels", ",".join(AUTO_DEFAULT)).split(",") if n.strip()]
+        try:
+            self.labels = dict(zip(names, structure_values(names)))
+        except ValueError as e:
+            raise ValueError(f"auto_labels: {e}") from e
         self.foundation = foundation(model_dir, conf)
         self.groups = [[os.path.join(model_dir, f"{f}.pt"), os.path.join(model_dir, f"{f}_finetuned.pt")]
                        for f in self.files]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, Randomizable
 
-from ..configs.labels import HELD_OUT_VALUES
+from ..configs.labels import HELD_OUT_VALUES, parts
 from ..evaluation import dice
 from ..transforms.transforms import normalize_intensity
 from .atlases import ColinMaps
@@ -159,14 +159,15 @@ class DataEngine:
 
     def draw_named(self, seed: int, values: Sequence[int], real: Optional[bool] = None,
                    eval_slices: bool = False) -> Dict[str, object]:
-        """Named AAL structures on one slice, for the automatic methods (which learn structures by
-        name): {"image", "label": (H, W) int16 with 1 + the index in ``values`` of each structure
-        (0 elsewhere), "axis", "slice", "source"}. The image is the real ch2 / ch2bet slice or a
+        """Named structures on one slice, for the automatic methods (which learn structures by name):
+        {"image", "label": (H, W) int16 with 1 + the index in ``values`` of each structure (0
+        elsewhere), "axis", "slice", "source"}. A value is an AAL structure's or a lobe's (the union
+        of its parts: lib/configs/labels.py); the structures must not overlap. The image is the real ch2 / ch2bet slice or a
         synthetic contrast (``real``: None draws which, with ``real_prob``), warped like every draw.
         Real slices are the training ones, or with ``eval_slices`` the evaluation ones (every 6th)."""
         rng = np.random.default_rng(seed)
         aal = self.maps.atlases["aal"]
-        wanted = np.isin(aal, np.asarray(values))
+        wanted = np.isin(aal, [p for v in values for p in parts(v)])
         for _ in range(self.max_tries):
             axis = int(rng.integers(3))
             areas = wanted.sum(axis=tuple(a for a in range(3) if a != axis))
@@ -181,7 +182,7 @@ class DataEngine:
             layers = self.layers(axis, index)
             classes = np.zeros(layers.brain.shape, np.int16)
             for k, v in enumerate(values):
-                classes[layers.atlases["aal"] == v] = k + 1
+                classes[np.isin(layers.atlases["aal"], parts(v))] = k + 1
             if is_real:
                 source = "ch2bet" if rng.random() < 0.5 else "ch2"
                 image = layers.image_ch2bet if source == "ch2bet" else layers.image_ch2

@@ -23,19 +23,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import felzenszwalb
 
-from ..configs.labels import AAL_LABELS
+from ..configs.labels import AAL_LABELS, LOBES
 from .atlases import CSF, GM, WM
 
-# AAL names by lobe (the AAL paper's grouping); a lobe target is the union of its allowed parts.
-LOBES = {
-    "frontal": ("Precentral", "Frontal_", "Supp_Motor_Area", "Olfactory", "Rectus", "Paracentral_Lobule",
-                "Rolandic_Oper"),
-    "temporal": ("Temporal_", "Heschl"),
-    "parietal": ("Postcentral", "Parietal_", "SupraMarginal", "Angular", "Precuneus"),
-    "occipital": ("Occipital_", "Calcarine", "Cuneus", "Lingual", "Fusiform"),
-    "limbic": ("Cingulum_", "Hippocampus", "ParaHippocampal", "Amygdala", "Insula"),
-    "cerebellum": ("Cerebelum_", "Vermis_"),
-}
 SPLITTABLE = ("union", "region", "tissue")
 MIDLINE_X = 90  # Colin27 voxel index of world x = 0 (the affine's x offset is -90 mm at 1 mm)
 

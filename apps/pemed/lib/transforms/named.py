@@ -9,16 +9,18 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
+from ..configs.labels import parts
 from ..networks.curriculum import all_heatmap_targets
 from ..networks.promise import with_name
 
 
 class ToClassIndicesd(MapTransform):
-    """A label map of atlas values -> the class map of ``values`` (everything else 0)."""
+    """A label map of atlas values -> the class map of ``values`` (everything else 0). A lobe's
+    value stands for itself (a saved automatic result) and for its AAL parts (an atlas label)."""
 
     def __init__(self, keys: KeysCollection, values: Sequence[int]):
         super().__init__(keys)
-        self.lookup = {int(v): k + 1 for k, v in enumerate(values)}
+        self.lookup = {p: k + 1 for k, v in enumerate(values) for p in (int(v),) + parts(v)}
 
     def __call__(self, data):
         d = dict(data)

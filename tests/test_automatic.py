@@ -133,10 +133,14 @@ def test_heatmap_targets_decode_back_to_the_box_and_points():
     from lib.networks.curriculum import decode_box, decode_edges, heatmap_targets
 
     mask = ellipse((128, 128), (60, 70), (20, 12))
-    box_maps = heatmap_targets(mask, "box")
-    logits = np.log(np.clip(box_maps[:1], 1e-6, 1 - 1e-6) / (1 - np.clip(box_maps[:1], 1e-6, 1 - 1e-6)))
-    box, score = decode_box(np.concatenate([logits, box_maps[1:]]))
-    assert all(abs(a - b) <= 1 for a, b in zip(box, box_of(mask))) and score > 0.9
+    stray = np.zeros_like(mask)
+    stray[5:8, 5:8] = True  # a small second part: the box bounds the most probable one
+    logits = np.where(mask | stray, 6.0, -6.0)
+    box, score = decode_box(logits)
+    assert box == box_of(mask) and score > 0.99
+    faint = np.where(mask, 0.0, -6.0) + np.where(stray, -0.5, 0.0)  # nothing above 0.5: above half the peak
+    assert decode_box(faint)[0] == box_of(mask)
+    assert np.array_equal(heatmap_targets(mask, "box")[0], mask.astype(np.float32))
     points = decode_edges(heatmap_targets(mask, "edges"))
     assert [(p.row, p.col) for p in points] == [(p.row, p.col) for p in edge_points(mask)]
 
@@ -154,7 +158,7 @@ def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once():
         targets = all_heatmap_targets(classes, 3, head)
         assert targets.shape == (3 * k, 64, 64) and not targets[k:2 * k].any()
         assert np.array_equal(targets[2 * k:], heatmap_targets(classes == 3, head))
-        net = PromptHeatmapNet(["a", "b", "c"], head, channels=(4, 8, 16), size=64).eval()
+        net = PromptHeatmapNet(["a", "b", "c"], head, size=64).eval()
         image = torch.rand(2, 1, 64, 64)
         with torch.no_grad():
             every = net(image)
@@ -162,6 +166,22 @@ def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once():
         assert every.shape == (2, 3 * k, 64, 64) and torch.allclose(every[:, 2 * k:], named)
         loss = HeatmapLoss(head)(every, torch.from_numpy(targets)[None].expand(2, -1, -1, -1))
         assert torch.isfinite(loss) and loss > 0
+
+
+def test_the_heatmap_networks_start_from_pemeds_encoder_and_decoder():
+    from lib.networks.curriculum import PromptHeatmapNet
+    from lib.networks.mit import MiTConfig
+    from lib.networks.pemed import PEMEDNet
+
+    torch.manual_seed(0)
+    pemed, net = PEMEDNet(), PromptHeatmapNet(["a", "b"], "edges")
+    net.init_from(pemed)
+    theirs = pemed.state_dict()
+    for key, value in net.net.state_dict().items():
+        assert key.startswith("decoder.predict.") or torch.equal(value, theirs[key]), key
+    assert net.net.decoder.predict.out_channels == 16
+    with pytest.raises(ValueError):
+        net.init_from(PEMEDNet(cfg=MiTConfig(widths=(16, 32, 80, 128))))
 
 
 def test_lobes_are_named_unions_of_aal_structures():

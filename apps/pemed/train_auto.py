@@ -5,9 +5,9 @@
     python apps/pemed/train_auto.py METHOD --studies DIR --out FILE.pt ...
 
 METHOD: ``promise`` (APM + IPS on the frozen ``--base``; ``--no-ips`` for the ablation), ``box`` and
-``edges`` (Curriculum's detector and edge-point network), ``curriculum_sam`` (Curriculum's prompt
-encoder / decoder fine-tuning of ``--base``; ``--edge-positive`` for the ablation), ``unet`` (the
-task-specific baseline). ``--engine`` draws the named AAL structures from the training-data engine
+``edges`` (Curriculum's detector and edge-point network, started from ``--pemed``'s encoder and
+decoder), ``curriculum_sam`` (Curriculum's prompt encoder / decoder fine-tuning of ``--base``;
+``--edge-positive`` for the ablation), ``unet`` (the task-specific baseline). ``--engine`` draws the named AAL structures from the training-data engine
 (training seeds and training slices only; evaluate_auto.py keeps its own apart); ``--studies``
 trains on saved labels. The default names are lib/configs/labels.py's AUTO_DEFAULT: the structures
 the foundation model never saw as targets, and the temporal lobes. Writes the checkpoint after every epoch and ``<out>.train.json``.
@@ -24,17 +24,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
-from lib.checkpoint import load_network  # noqa: E402
+from lib.checkpoint import load_checkpoint, load_network  # noqa: E402
 from lib.configs.labels import AUTO_DEFAULT, structure_values  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
 from lib.networks.sam import load_sam, with_own_decoder  # noqa: E402
 from lib.trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain, TaskUNetTrain  # noqa: E402
-from train import add_run_arguments, fresh_resume_path, train_request, training_items, write_card  # noqa: E402
+from train import REPO, add_run_arguments, fresh_resume_path, train_request, training_items, write_card  # noqa: E402
 
 METHODS = ("promise", "box", "edges", "curriculum_sam", "unet")
-DEFAULT_LR = {"promise": 1e-4, "box": 1e-3, "edges": 1e-3, "curriculum_sam": 1e-4, "unet": 1e-3}
+DEFAULT_LR = {"promise": 1e-4, "box": 3e-4, "edges": 3e-4, "curriculum_sam": 1e-4, "unet": 1e-3}  # box, edges: pretrained
 
 
 def build(method: str, names, values, args, out: str, run_dir: str, engine):
@@ -48,7 +48,11 @@ def build(method: str, names, values, args, out: str, run_dir: str, engine):
         net = init or ProMISe(base, names, use_ips=not args.no_ips, base=args.base)
         return ProMISeTrain(run_dir, net, out, values, **common), net
     if method in ("box", "edges"):
-        net = init or PromptHeatmapNet(names, method)
+        net = init
+        if net is None:
+            net = PromptHeatmapNet(names, method)
+            if args.pemed:
+                net.init_from(load_checkpoint(args.pemed)[0])
         return HeatmapTrain(run_dir, net, out, values, **common), net
     if method == "curriculum_sam":
         net = init or with_own_decoder(base)
@@ -66,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--base", default="", help="the foundation model (promise, curriculum_sam)")
     p.add_argument("--init", default="", help="continue from this checkpoint of the method")
+    p.add_argument("--pemed", default=os.path.join(REPO, "apps", "pemed", "model", "pemed.pt"),
+                   help="box, edges: start from this PE-MED checkpoint's encoder and decoder ('' for none)")
     p.add_argument("--names", default=",".join(AUTO_DEFAULT), help="AAL or lobe names, comma-separated")
     p.add_argument("--no-ips", action="store_true", help="promise: the APM alone (ablation)")
     p.add_argument("--edge-positive", action="store_true", help="curriculum_sam: edge points labelled positive")

@@ -66,8 +66,7 @@ class CurriculumPredictor:
         lb = Letterbox(*image.shape, self.detector.size)
         x = lb.image_to_network(torch.as_tensor(image, dtype=torch.float32, device=self.sam.device)[None, None])
         x = with_name(x, self.index(name))
-        box_maps = self.detector(x)[0].float().cpu().numpy()
-        (r0, c0, r1, c1), score = decode_box(box_maps)
+        (r0, c0, r1, c1), score = decode_box(self.detector(x)[0, 0].float().cpu().numpy())
         a, b = from_network(lb, r0, c0), from_network(lb, r1, c1)
         edge_maps = self.edges(x)[0].float().cpu().numpy()
         points = [from_network(lb, p.row, p.col)._replace(positive=edge_positive) for p in decode_edges(edge_maps)]

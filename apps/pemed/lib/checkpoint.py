@@ -74,7 +74,7 @@ def load_network(path: str, device: str = "cpu", base_sam=None) -> Tuple[torch.n
         if unexpected or any(not k.startswith("image_encoder.") for k in missing):
             raise ValueError(f"{path} does not fit this foundation model's prompt encoder and decoder")
     elif kind == "heatmaps":
-        network = PromptHeatmapNet(desc["names"], desc["head"], desc["channels"], desc.get("size", 128))
+        network = PromptHeatmapNet(desc["names"], desc["head"], desc.get("size", 128))
         network.load_state_dict(state)
     elif kind == "task_unet":
         network = TaskUNet(desc["names"], desc["channels"])

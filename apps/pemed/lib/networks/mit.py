@@ -178,3 +178,31 @@ class MLPDecoder(nn.Module):
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             fused = y if fused is None else fused + y
         return self.predict(self.fuse[2](self.fuse[1](fused)))
+
+
+class SegFormer(nn.Module):
+    """The encoder and the all-MLP decoder on an image alone, ``out_channels`` maps at the input's
+    size (the decoder's 1/4-resolution output upsampled). ``init_from`` copies a PE-MED network's
+    encoder and decoder, whose weights have learned this app's images (all but the last 1 x 1 conv)."""
+
+    def __init__(self, in_channels: int, out_channels: int, cfg: MiTConfig = MiTConfig()):
+        super().__init__()
+        self.encoder = MiTEncoder(in_channels, cfg)
+        self.decoder = MLPDecoder(cfg.widths, cfg.decoder_width, out_channels)
+
+    def init_from(self, pemed: nn.Module) -> None:
+        state = {k: v for k, v in pemed.state_dict().items()
+                 if k.startswith(("encoder.", "decoder.")) and not k.startswith("decoder.predict.")}
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a shape differs
+            raise ValueError(f"the PE-MED network's encoder and decoder do not fit this SegFormer's: {e}") from e
+        if unexpected or any(not k.startswith("decoder.predict.") for k in missing):
+            raise ValueError("the PE-MED network's encoder and decoder do not fit this SegFormer's")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats, f = [], x
+        for stage in self.encoder.stages:
+            f = stage(f)
+            feats.append(f)
+        return F.interpolate(self.decoder(feats), size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -300,6 +300,6 @@ def test_the_evaluation_writes_every_row_of_its_table(tmp_path):
     summary = json.loads(out.read_text())
     assert summary["n_samples"] == 2 and 0 <= summary["detector_box_iou"] <= 1
     for method in ("curriculum", "curriculum_box", "curriculum_points", "promise", "promise_gt_no_ips", "sam_gt_box",
-                   "unet", "pemed_1", "pemed_3"):
+                   "unet", "detector_mask", "pemed_1", "pemed_3"):
         assert 0 <= summary["mean"][method]["dice"] <= 1, method
     assert all(0 <= v <= 20 for v in summary["pemed_clicks_to_90"].values())

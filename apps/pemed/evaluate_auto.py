@@ -16,7 +16,8 @@ box; box + points; box + mask; the full curriculum; the curriculum with positive
 ``promise`` (APM + IPS), ``promise_no_ips`` (the frozen model with the APM's same 16 points, no
 pattern tokens), ``promise_gt`` / ``promise_gt_no_ips`` (8 + 8 points drawn from the ground
 truth), ``sam_gt_box`` (the foundation model with the ground truth's box), ``unet`` (the task-
-specific baseline), ``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); the
+specific baseline), ``detector_mask`` (the map Curriculum's detector draws its box around),
+``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); the
 detector's box against the ground truth's (``detector_box_iou``: where Curriculum goes wrong before
 the foundation model sees a prompt); and PE-MED's
 clicks to Dice 0.90 from scratch and after each automatic result (its mask as PE-MED's previous
@@ -42,6 +43,7 @@ from lib.configs.labels import AUTO_DEFAULT, STRUCTURES  # noqa: E402
 from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
 from lib.data.engine import DataEngine  # noqa: E402
 from lib.evaluation import dice, iou  # noqa: E402
+from lib.networks.promise import with_name  # noqa: E402
 from lib.predictor import Letterbox, PEMEDPredictor  # noqa: E402
 from lib.prompts.boxes import box_iou, box_of, ground_truth_points  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
@@ -62,11 +64,19 @@ def samples(engine: DataEngine, names, n_synthetic: int, n_real: int):
 
 
 def unet_mask(unet, image: np.ndarray, name: str) -> np.ndarray:
-    lb = Letterbox(*image.shape, 256)
+    lb = Letterbox(*image.shape, unet.size)
     with torch.no_grad():
         logits = unet(lb.image_to_network(torch.from_numpy(image)[None, None]))
         probs = lb.network_to_image(torch.softmax(logits, 1))[0]
     return (probs.argmax(0) == 1 + unet.names.index(name)).numpy()
+
+
+def detector_mask(detector, image: np.ndarray, name: str) -> np.ndarray:
+    """Curriculum's detector's own map of the structure at probability 0.5 (what its box bounds)."""
+    lb = Letterbox(*image.shape, detector.size)
+    with torch.no_grad():
+        x = with_name(lb.image_to_network(torch.from_numpy(image)[None, None]), detector.names.index(name))
+        return (lb.network_to_image(detector(x))[0, 0] > 0).numpy()
 
 
 def clicks_to(predictor: PEMEDPredictor, image, gt, start_logits=None, target=0.90):
@@ -142,6 +152,8 @@ def main(argv=None) -> int:
         row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}
         u = unet_mask(unet, image, name)
         row["unet"] = {"dice": dice(gt, u), "iou": iou(gt, u)}
+        d = detector_mask(curriculum.detector, image, name)
+        row["detector_mask"] = {"dice": dice(gt, d), "iou": iou(gt, d)}
         n, scores = clicks_to(pemed, image, gt)
         row["pemed_clicks_to_90"] = n
         for k in (1, 3):

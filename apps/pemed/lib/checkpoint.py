@@ -77,7 +77,7 @@ def load_network(path: str, device: str = "cpu", base_sam=None) -> Tuple[torch.n
         network = PromptHeatmapNet(desc["names"], desc["head"], desc.get("size", 128))
         network.load_state_dict(state)
     elif kind == "task_unet":
-        network = TaskUNet(desc["names"], desc["channels"])
+        network = TaskUNet(desc["names"], desc["channels"], desc.get("size", 256))
         network.load_state_dict(state)
     else:
         return load_checkpoint(path, device)

@@ -109,6 +109,7 @@ class TaskUNetTrain(NamedStructures, PEMEDTrain):
 
     def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], **kwargs):
         self.values = tuple(values)
+        kwargs["size"] = network.size
         kwargs.setdefault("description", "Train the task-specific UNet baseline")
         super().__init__(model_dir, network, publish_path, **kwargs)
 

@@ -1,24 +1,25 @@
 #!/bin/bash
 # The automatic methods' models from scratch, as trained for the README's figures, then their evaluation.
 #   bash tools/train_automatic.sh [OUT=runs/auto] [DEVICE=cpu]
-# The README's figures come from these budgets on this project's 2-core CPU, over two sittings, except:
-# the box detector ran as 8 epochs, then 12 more from those weights with --init (the same 20 epochs
-# of draws); the edge-point network got only its first 8 (4.4 min an epoch); the measured run had no
-# positive-edge decoder (the step before the evaluation). A GPU run takes DEVICE=cuda and larger
-# budgets. Each step resumes where it stopped (--resume). The files carry the app's names: copy them
-# into apps/pemed/model/ (task_unet.pt is the evaluation's baseline, not served) to serve them.
+# The README's figures come from these budgets on this project's 2-core CPU in one sitting: the
+# foundation model with one thread while the detector, the edge-point network and the UNet trained
+# one after another on the other; then ProMISe and Curriculum's decoder with both. The detector and
+# the edge-point network start from the app's PE-MED checkpoint (train_auto.py --pemed). A GPU run
+# takes DEVICE=cuda and larger budgets. Each step resumes where it stopped (--resume). The files
+# carry the app's names: copy them into apps/pemed/model/ (task_unet.pt is the evaluation's
+# baseline, not served) to serve them.
 set -e
 OUT=${1:-runs/auto}
 DEVICE=${2:-cpu}
 PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
-$PY apps/pemed/train_sam.py --engine --out "$OUT/sam_tiny.pt" --epochs 60 --samples-per-epoch 512 --batch 8 \
+$PY apps/pemed/train_sam.py --engine --out "$OUT/sam_tiny.pt" --epochs 40 --samples-per-epoch 512 --batch 8 \
   --device "$DEVICE" --resume
-for m in box edges; do
-  $PY apps/pemed/train_auto.py $m --engine --out "$OUT/curriculum_$m.pt" --epochs 20 --samples-per-epoch 192 \
-    --batch 8 --device "$DEVICE" --resume
-done
-$PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs 20 --samples-per-epoch 192 --batch 8 \
+$PY apps/pemed/train_auto.py box --engine --out "$OUT/curriculum_box.pt" --epochs 24 --samples-per-epoch 640 \
+  --batch 8 --device "$DEVICE" --resume
+$PY apps/pemed/train_auto.py edges --engine --out "$OUT/curriculum_edges.pt" --epochs EDGE_EPOCHS --samples-per-epoch 640 \
+  --batch 8 --device "$DEVICE" --resume
+$PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs UNET_EPOCHS --samples-per-epoch 640 --batch 8 \
   --device "$DEVICE" --resume
 for m in promise curriculum_sam; do
   $PY apps/pemed/train_auto.py $m --engine --base "$OUT/sam_tiny.pt" --out "$OUT/$m.pt" --epochs 4 \

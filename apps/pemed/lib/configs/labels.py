@@ -35,8 +35,8 @@ LOBE_VALUE_BASE = 200  # above every AAL value
 # "Temporal_Lobe_L" (and "Cerebellum_L") -> the AAL values of its parts (the vermis, which has no
 # side, belongs to neither cerebellar hemisphere)
 LOBE_PARTS: Dict[str, Tuple[int, ...]] = {
-    ("Cerebellum" if lobe == "cerebellum" else lobe.capitalize() + "_Lobe") + "_" + side: tuple(v for n, v in AAL_LABELS.items() if n.startswith(prefixes)
-                                             and n.endswith("_" + side))
+    ("Cerebellum" if lobe == "cerebellum" else lobe.capitalize() + "_Lobe") + "_" + side:
+        tuple(v for n, v in AAL_LABELS.items() if n.startswith(prefixes) and n.endswith("_" + side))
     for lobe, prefixes in LOBES.items() for side in ("L", "R")}
 # Every structure the automatic methods can be asked for by name: AAL's and the lobes.
 STRUCTURES: Dict[str, int] = {**AAL_LABELS, **{n: LOBE_VALUE_BASE + 1 + i for i, n in enumerate(LOBE_PARTS)}}

@@ -162,9 +162,10 @@ class DataEngine:
         """Named structures on one slice, for the automatic methods (which learn structures by name):
         {"image", "label": (H, W) int16 with 1 + the index in ``values`` of each structure (0
         elsewhere), "axis", "slice", "source"}. A value is an AAL structure's or a lobe's (the union
-        of its parts: lib/configs/labels.py); the structures must not overlap. The image is the real ch2 / ch2bet slice or a
-        synthetic contrast (``real``: None draws which, with ``real_prob``), warped like every draw.
-        Real slices are the training ones, or with ``eval_slices`` the evaluation ones (every 6th)."""
+        of its parts: lib/configs/labels.py); the structures must not overlap. The image is the real
+        ch2 / ch2bet slice or a synthetic contrast (``real``: None draws which, with ``real_prob``),
+        warped like every draw. Real slices are the training ones, or with ``eval_slices`` the
+        evaluation ones (every 6th)."""
         rng = np.random.default_rng(seed)
         aal = self.maps.atlases["aal"]
         wanted = np.isin(aal, [p for v in values for p in parts(v)])

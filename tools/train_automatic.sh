@@ -17,10 +17,10 @@ $PY apps/pemed/train_sam.py --engine --out "$OUT/sam_tiny.pt" --epochs 40 --samp
   --device "$DEVICE" --resume
 $PY apps/pemed/train_auto.py box --engine --out "$OUT/curriculum_box.pt" --epochs 24 --samples-per-epoch 640 \
   --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py edges --engine --out "$OUT/curriculum_edges.pt" --epochs EDGE_EPOCHS --samples-per-epoch 640 \
+$PY apps/pemed/train_auto.py edges --engine --out "$OUT/curriculum_edges.pt" --epochs 9 --samples-per-epoch 640 \
   --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs UNET_EPOCHS --samples-per-epoch 640 --batch 8 \
-  --device "$DEVICE" --resume
+$PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs 24 --samples-per-epoch 640 \
+  --batch 8 --device "$DEVICE" --resume
 for m in promise curriculum_sam; do
   $PY apps/pemed/train_auto.py $m --engine --base "$OUT/sam_tiny.pt" --out "$OUT/$m.pt" --epochs 4 \
     --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume

@@ -3,7 +3,9 @@
 #   bash tools/train_automatic.sh [OUT=runs/auto] [DEVICE=cpu]
 # The README's figures come from these budgets on this project's 2-core CPU in one sitting: the
 # foundation model with one thread while the detector, the edge-point network and the UNet trained
-# one after another on the other; then ProMISe and Curriculum's decoder with both. The detector and
+# one after another on the other; then ProMISe and Curriculum's decoder with both (the edge-point
+# network was stopped after 5 of a planned 9 epochs, so its learning rate fell as a 9-epoch run's
+# does: every 2 epochs by 0.6; "--epochs 5" steps it every epoch). The detector and
 # the edge-point network start from the app's PE-MED checkpoint (train_auto.py --pemed). A GPU run
 # takes DEVICE=cuda and larger budgets. Each step resumes where it stopped (--resume). The files
 # carry the app's names: copy them into apps/pemed/model/ (task_unet.pt is the evaluation's
@@ -17,7 +19,7 @@ $PY apps/pemed/train_sam.py --engine --out "$OUT/sam_tiny.pt" --epochs 40 --samp
   --device "$DEVICE" --resume
 $PY apps/pemed/train_auto.py box --engine --out "$OUT/curriculum_box.pt" --epochs 24 --samples-per-epoch 640 \
   --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py edges --engine --out "$OUT/curriculum_edges.pt" --epochs 9 --samples-per-epoch 640 \
+$PY apps/pemed/train_auto.py edges --engine --out "$OUT/curriculum_edges.pt" --epochs 5 --samples-per-epoch 640 \
   --batch 8 --device "$DEVICE" --resume
 $PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs 24 --samples-per-epoch 640 \
   --batch 8 --device "$DEVICE" --resume

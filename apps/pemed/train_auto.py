@@ -7,10 +7,11 @@
 METHOD: ``promise`` (APM + IPS on the frozen ``--base``; ``--no-ips`` for the ablation), ``box`` and
 ``edges`` (Curriculum's detector and edge-point network, started from ``--pemed``'s encoder and
 decoder), ``curriculum_sam`` (Curriculum's prompt encoder / decoder fine-tuning of ``--base``;
-``--edge-positive`` for the ablation), ``unet`` (the task-specific baseline). ``--engine`` draws the named AAL structures from the training-data engine
-(training seeds and training slices only; evaluate_auto.py keeps its own apart); ``--studies``
-trains on saved labels. The default names are lib/configs/labels.py's AUTO_DEFAULT: the structures
-the foundation model never saw as targets, and the temporal lobes. Writes the checkpoint after every epoch and ``<out>.train.json``.
+``--edge-positive`` for the ablation), ``unet`` (the task-specific baseline). ``--engine`` draws
+the named structures from the training-data engine (training seeds and training slices only;
+evaluate_auto.py keeps its own apart); ``--studies`` trains on saved labels. The default names are
+lib/configs/labels.py's AUTO_DEFAULT: the structures the foundation model never saw as targets, and
+the temporal lobes. Writes the checkpoint after every epoch and ``<out>.train.json``.
 """
 
 import argparse

@@ -192,7 +192,8 @@ def test_lobes_are_named_unions_of_aal_structures():
 
     temporal = STRUCTURES["Temporal_Lobe_L"]
     assert temporal not in AAL_LABELS.values() and AAL_LABELS["Temporal_Mid_L"] in parts(temporal)
-    assert AAL_LABELS["Temporal_Mid_R"] not in parts(temporal) and parts(AAL_LABELS["Caudate_L"]) == (AAL_LABELS["Caudate_L"],)
+    assert AAL_LABELS["Temporal_Mid_R"] not in parts(temporal)
+    assert parts(AAL_LABELS["Caudate_L"]) == (AAL_LABELS["Caudate_L"],)
     assert all(parts(STRUCTURES[n]) == p and p for n, p in LOBE_PARTS.items())
     assert structure_values(["Caudate_L", "Temporal_Lobe_L"]) == (AAL_LABELS["Caudate_L"], temporal)
     for bad in (["Temporal_Lobe_L", "Temporal_Mid_L"], ["Nucleus_X"], []):

@@ -6,8 +6,9 @@ The paper fine-tunes pretrained networks (Grounding DINO for boxes, HRNet for ke
 pretrained weights are the app's own: both networks start from PE-MED's encoder and decoder, which
 have learned this engine's images of every contrast (``init_from``). Started from scratch (MONAI's
 UNet with CenterNet's box head), the detector found no structure in the few hundred steps a CPU
-session gave it (mean box IoU 0.04: README). A request names one structure, one instance per slice, so the detector needs no
-anchors, proposals or suppression (what ``monai.apps.detection``'s RetinaNet spends its time on):
+session gave it (mean box IoU 0.04: README). A request names one structure, one instance per
+slice, so the detector needs no anchors, proposals or suppression (what ``monai.apps.detection``'s
+RetinaNet spends its time on):
 
     head "box"    per name 1 map, the structure itself (soft Dice + BCE: every pixel of it teaches,
                   where CenterNet's peak is one pixel); the box bounds its most probable connected

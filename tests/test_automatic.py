@@ -299,7 +299,7 @@ def test_the_evaluation_writes_every_row_of_its_table(tmp_path):
                                "--maps-cache", os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz"),
                                "--out", str(out)]) == 0
     summary = json.loads(out.read_text())
-    assert summary["n_samples"] == 2 and 0 <= summary["detector_box_iou"] <= 1
+    assert summary["n_samples"] == 2 and 0 <= summary["detector_box_iou"] <= 1 and summary["edge_points_px_median"] >= 0
     for method in ("curriculum", "curriculum_box", "curriculum_points", "promise", "promise_gt_no_ips", "sam_gt_box",
                    "unet", "detector_mask", "pemed_1", "pemed_3"):
         assert 0 <= summary["mean"][method]["dice"] <= 1, method

@@ -17,11 +17,11 @@ box; box + points; box + mask; the full curriculum; the curriculum with positive
 pattern tokens), ``promise_gt`` / ``promise_gt_no_ips`` (8 + 8 points drawn from the ground
 truth), ``sam_gt_box`` (the foundation model with the ground truth's box), ``unet`` (the task-
 specific baseline), ``detector_mask`` (the map Curriculum's detector draws its box around),
-``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); the
-detector's box against the ground truth's (``detector_box_iou``: where Curriculum goes wrong before
-the foundation model sees a prompt); and PE-MED's
-clicks to Dice 0.90 from scratch and after each automatic result (its mask as PE-MED's previous
-mask, the protocol's clicks on its errors; 20 if never). Scores: Dice and IoU per sample, means per
+``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); the detector's box against the
+ground truth's (``detector_box_iou``: where Curriculum goes wrong before the foundation model sees
+a prompt) and the median distance in pixels from each predicted edge point to the true one
+(``edge_points_px``); and PE-MED's clicks to Dice 0.90 from scratch and after each automatic result
+(its mask as PE-MED's previous mask, the protocol's clicks on its errors; 20 if never). Scores: Dice and IoU per sample, means per
 structure and overall. ``--models`` is a folder with the app's model files (sam_tiny.pt,
 curriculum_box.pt, curriculum_edges.pt, curriculum_sam.pt, promise.pt) and task_unet.pt.
 """
@@ -45,7 +45,7 @@ from lib.data.engine import DataEngine  # noqa: E402
 from lib.evaluation import dice, iou  # noqa: E402
 from lib.networks.promise import with_name  # noqa: E402
 from lib.predictor import Letterbox, PEMEDPredictor  # noqa: E402
-from lib.prompts.boxes import box_iou, box_of, ground_truth_points  # noqa: E402
+from lib.prompts.boxes import box_iou, box_of, edge_points, ground_truth_points  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
 from lib.sam_predictor import SAMPredictor  # noqa: E402
 from train import REPO  # noqa: E402
@@ -146,7 +146,9 @@ def main(argv=None) -> int:
         gt_box = box_of(gt)
         box_logits = sam.predict(emb, box=gt_box).logits
         row = {"name": name, "source": source, "area": int(gt.sum()),
-               "detector_box_iou": box_iou(masks["curriculum"].box, gt_box)}
+               "detector_box_iou": box_iou(masks["curriculum"].box, gt_box),
+               "edge_points_px": float(np.median([np.hypot(p.row - q.row, p.col - q.col) for p, q in
+                                                  zip(masks["curriculum"].points, edge_points(gt))]))}
         for method, out in masks.items():
             row[method] = {"dice": dice(gt, out.mask), "iou": iou(gt, out.mask)}
         row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}
@@ -180,6 +182,7 @@ def main(argv=None) -> int:
         "per_structure": {n: {k: mean([r for r in rows if r["name"] == n], k, "dice") for k in methods} for n in names},
         "detector_box_iou": float(np.mean([r["detector_box_iou"] for r in rows])),
         "detector_box_iou_over_0.5": float(np.mean([r["detector_box_iou"] > 0.5 for r in rows])),
+        "edge_points_px_median": float(np.median([r["edge_points_px"] for r in rows])),
         "pemed_clicks_to_90": {c: float(np.mean([r[c] for r in rows])) for c in
                                ("pemed_clicks_to_90", "pemed_clicks_to_90_after_curriculum",
                                 "pemed_clicks_to_90_after_promise")},
@@ -191,7 +194,8 @@ def main(argv=None) -> int:
     print("| method | Dice | IoU |\n|---|---|---|")
     for k, v in summary["mean"].items():
         print(f"| {k} | {v['dice']:.3f} | {v.get('iou', float('nan')):.3f} |")
-    print(json.dumps({k: summary[k] for k in ("detector_box_iou", "detector_box_iou_over_0.5", "pemed_clicks_to_90")},
+    print(json.dumps({k: summary[k] for k in ("detector_box_iou", "detector_box_iou_over_0.5", "edge_points_px_median",
+                                              "pemed_clicks_to_90")},
                      indent=1))
     return 0
 

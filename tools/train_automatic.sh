@@ -3,7 +3,7 @@
 #   bash tools/train_automatic.sh [OUT=runs/auto] [DEVICE=cpu]
 # The README's figures come from these budgets on this project's 2-core CPU in one sitting: the
 # foundation model with one thread while the detector, the edge-point network and the UNet trained
-# one after another on the other; then ProMISe and Curriculum's decoder with both (the edge-point
+# one after another on the other; then ProMISe and Curriculum's decoders (the edge-point
 # network was stopped after 5 of a planned 9 epochs, so its learning rate fell as a 9-epoch run's
 # does: every 2 epochs by 0.6; "--epochs 5" steps it every epoch). The detector and
 # the edge-point network start from the app's PE-MED checkpoint (train_auto.py --pemed). A GPU run

@@ -220,7 +220,7 @@ def test_the_engine_draws_a_lobe_as_the_union_of_its_parts():
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")), reason="mricron-data not installed")
-@pytest.mark.parametrize("method", ["box", "unet"])
+@pytest.mark.parametrize("method", ["box", "edges", "unet"])
 def test_the_named_structure_trainers_run_on_the_engine(tmp_path, method):
     import train_auto
 

@@ -92,13 +92,21 @@ class HeatmapTrain(NamedStructures, PEMEDTrain):
     def loss_function(self, context):
         return HeatmapLoss(self._network.head)
 
+    # The detector's maps are masks: PE-MED's threshold and Dice metrics. The edge heatmaps: the
+    # squared error of their probabilities.
     def train_post_transforms(self, context):
-        return None  # heatmaps and sizes as they are
+        if self._network.head == "box":
+            return super().train_post_transforms(context)
+        return [Activationsd(keys="pred", sigmoid=True)]
 
     def train_key_metric(self, context):
+        if self._network.head == "box":
+            return super().train_key_metric(context)
         return {"train_heatmap_mse": MeanSquaredError(output_transform=from_engine(["pred", "label"]))}
 
     def val_key_metric(self, context):
+        if self._network.head == "box":
+            return super().val_key_metric(context)
         return {"val_heatmap_mse": MeanSquaredError(output_transform=from_engine(["pred", "label"]))}
 
 

@@ -21,9 +21,10 @@ specific baseline), ``detector_mask`` (the map Curriculum's detector draws its b
 ground truth's (``detector_box_iou``: where Curriculum goes wrong before the foundation model sees
 a prompt) and the median distance in pixels from each predicted edge point to the true one
 (``edge_points_px``); and PE-MED's clicks to Dice 0.90 from scratch and after each automatic result
-(its mask as PE-MED's previous mask, the protocol's clicks on its errors; 20 if never). Scores: Dice and IoU per sample, means per
-structure and overall. ``--models`` is a folder with the app's model files (sam_tiny.pt,
-curriculum_box.pt, curriculum_edges.pt, curriculum_sam.pt, promise.pt) and task_unet.pt.
+(its mask as PE-MED's previous mask, the protocol's clicks on its errors; 20 if never). Scores: Dice
+and IoU per sample, means per structure and overall. ``--models`` is a folder with the app's model
+files (sam_tiny.pt, curriculum_box.pt, curriculum_edges.pt, curriculum_sam.pt, promise.pt) and
+task_unet.pt.
 """
 
 import argparse
@@ -43,7 +44,6 @@ from lib.configs.labels import AUTO_DEFAULT, STRUCTURES  # noqa: E402
 from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
 from lib.data.engine import DataEngine  # noqa: E402
 from lib.evaluation import dice, iou  # noqa: E402
-from lib.networks.promise import with_name  # noqa: E402
 from lib.predictor import Letterbox, PEMEDPredictor  # noqa: E402
 from lib.prompts.boxes import box_iou, box_of, edge_points, ground_truth_points  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
@@ -69,14 +69,6 @@ def unet_mask(unet, image: np.ndarray, name: str) -> np.ndarray:
         logits = unet(lb.image_to_network(torch.from_numpy(image)[None, None]))
         probs = lb.network_to_image(torch.softmax(logits, 1))[0]
     return (probs.argmax(0) == 1 + unet.names.index(name)).numpy()
-
-
-def detector_mask(detector, image: np.ndarray, name: str) -> np.ndarray:
-    """Curriculum's detector's own map of the structure at probability 0.5 (what its box bounds)."""
-    lb = Letterbox(*image.shape, detector.size)
-    with torch.no_grad():
-        x = with_name(lb.image_to_network(torch.from_numpy(image)[None, None]), detector.names.index(name))
-        return (lb.network_to_image(detector(x))[0, 0] > 0).numpy()
 
 
 def clicks_to(predictor: PEMEDPredictor, image, gt, start_logits=None, target=0.90):
@@ -154,7 +146,7 @@ def main(argv=None) -> int:
         row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}
         u = unet_mask(unet, image, name)
         row["unet"] = {"dice": dice(gt, u), "iou": iou(gt, u)}
-        d = detector_mask(curriculum.detector, image, name)
+        d = curriculum.detector_map(image, name) > 0  # the detector's own mask, probability 0.5
         row["detector_mask"] = {"dice": dice(gt, d), "iou": iou(gt, d)}
         n, scores = clicks_to(pemed, image, gt)
         row["pemed_clicks_to_90"] = n

@@ -60,12 +60,22 @@ class CurriculumPredictor:
             raise KeyError(name)
         return self.names.index(name)
 
+    def network_input(self, image: np.ndarray, name: str):
+        """(letterbox, the heatmap networks' input: the slice at their size with the name's channel)."""
+        lb = Letterbox(*image.shape, self.detector.size)
+        x = lb.image_to_network(torch.as_tensor(image, dtype=torch.float32, device=self.sam.device)[None, None])
+        return lb, with_name(x, self.index(name))
+
+    @torch.no_grad()
+    def detector_map(self, image: np.ndarray, name: str) -> np.ndarray:
+        """The detector's logits of the structure in the slice's frame (what its box bounds)."""
+        lb, x = self.network_input(image, name)
+        return lb.network_to_image(self.detector(x))[0, 0].float().cpu().numpy()
+
     @torch.no_grad()
     def prompts(self, image: np.ndarray, name: str, edge_positive: bool = False):
         """(box, score, edge points) in the slice's frame, from the detector and the edge-point network."""
-        lb = Letterbox(*image.shape, self.detector.size)
-        x = lb.image_to_network(torch.as_tensor(image, dtype=torch.float32, device=self.sam.device)[None, None])
-        x = with_name(x, self.index(name))
+        lb, x = self.network_input(image, name)
         (r0, c0, r1, c1), score = decode_box(self.detector(x)[0, 0].float().cpu().numpy())
         a, b = from_network(lb, r0, c0), from_network(lb, r1, c1)
         edge_maps = self.edges(x)[0].float().cpu().numpy()

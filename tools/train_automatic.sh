@@ -24,10 +24,10 @@ $PY apps/pemed/train_auto.py edges --engine --out "$OUT/curriculum_edges.pt" --e
   --batch 8 --device "$DEVICE" --resume
 $PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs 24 --samples-per-epoch 640 \
   --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py promise --engine --base "$OUT/sam_tiny.pt" --out "$OUT/promise.pt" --epochs 40 \
-  --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py curriculum_sam --engine --base "$OUT/sam_tiny.pt" --out "$OUT/curriculum_sam.pt" \
-  --epochs 40 --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
+for m in promise curriculum_sam; do
+  $PY apps/pemed/train_auto.py $m --engine --base "$OUT/sam_tiny.pt" --out "$OUT/$m.pt" --epochs 40 \
+    --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
+done
 $PY apps/pemed/train_auto.py curriculum_sam --edge-positive --engine --base "$OUT/sam_tiny.pt" \
   --out "$OUT/curriculum_sam_positive.pt" --epochs 40 --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
 $PY apps/pemed/evaluate_auto.py --models "$OUT" --edge-positive-decoder "$OUT/curriculum_sam_positive.pt" \

@@ -28,14 +28,13 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lib.automatic import CurriculumPredictor, ProMISePredictor, segment_volume  # noqa: E402
-from lib.checkpoint import load_network  # noqa: E402
+from lib.automatic import CurriculumPredictor, ProMISePredictor, load_network, segment_volume  # noqa: E402
 from lib.configs.labels import AUTO_DEFAULT  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
 from lib.networks.sam import build_sam, spec_of, with_own_decoder  # noqa: E402
 from lib.prompts.clicks import Click  # noqa: E402
-from lib.sam_predictor import SAMPredictor  # noqa: E402
+from lib.foundation import SAMPredictor  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
 VOLUME = "/usr/share/mricron/templates/ch2bet.nii.gz"
@@ -65,7 +64,7 @@ def methods(models: str, kind: str):
         sam = build_sam(spec_of(kind))
         det, edges = PromptHeatmapNet(names, "box"), PromptHeatmapNet(names, "edges")
         decoder, promise = with_own_decoder(sam), ProMISe(sam, names)
-    predictor = SAMPredictor(sam, cache_size=4)
+    predictor = SAMPredictor(sam, cache_mb=64)
     return predictor, CurriculumPredictor(predictor, det, edges, decoder, min_score=0.0), ProMISePredictor(predictor, promise)
 
 

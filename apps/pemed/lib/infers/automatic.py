@@ -24,42 +24,14 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from ..automatic import AutoResult, CurriculumPredictor, ProMISePredictor, segment_volume
-from ..checkpoint import load_network
+from ..automatic import AutoResult, CurriculumPredictor, ProMISePredictor, load_network, segment_volume
 from ..errors import InvalidRequest
-from ..networks.sam import load_sam
+from ..foundation import FoundationModel, SAMPredictor
 from ..prompts.session import AUTOMATIC_RESULTS
-from ..sam_predictor import SAMPredictor
 from ..transforms.transforms import AUTO, normalize_intensity
 from .pemed import ImageCache, axis_param, fast_nrrd_answer, int_param
 
 logger = logging.getLogger(__name__)
-
-
-class FoundationModel:
-    """The foundation model's predictor (its embedding cache), one per device, shared by the tasks
-    that use it, reloaded when its file changes."""
-
-    def __init__(self, path: str, kind: Optional[str] = None, cache_size: int = 32):
-        self.path, self.kind, self.cache_size = path, kind, cache_size
-        self._loaded: Dict[str, Tuple[SAMPredictor, float]] = {}
-        self._lock = threading.Lock()
-
-    def exists(self) -> bool:
-        return bool(self.path) and os.path.isfile(self.path)
-
-    def predictor(self, device: str) -> SAMPredictor:
-        if not self.exists():
-            raise InvalidRequest(f"no foundation model at {self.path}", 503)
-        mtime = os.path.getmtime(self.path)
-        with self._lock:
-            cached = self._loaded.get(device)
-            if cached is None or cached[1] != mtime:
-                sam, meta = load_sam(self.path, self.kind, device)
-                logger.info(f"foundation model {sam.spec.kind} loaded from {self.path} on {device}")
-                cached = (SAMPredictor(sam, device, self.cache_size), mtime)
-                self._loaded[device] = cached
-            return cached[0]
 
 
 class AutomaticInfer(BasicInferTask):

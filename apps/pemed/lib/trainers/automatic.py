@@ -36,10 +36,14 @@ class NamedStructures:
     values: Sequence[int] = ()
     pick: bool = True
     target_transforms: list = []
+    embeddings = None  # a FoundationEmbeddingd: engine draws in the foundation model's frame, embeddings cached
 
     def _pre_transforms(self, augment: bool):
         spatial = ("image", "label")
         to_tensors = EnsureTyped(keys=spatial, dtype=torch.float32, track_meta=False)
+        if self.embeddings is not None and self.engine is not None:
+            return [NamedDrawd(self.engine, self.values), to_tensors, self.embeddings] + \
+                ([PickNamed()] if self.pick else []) + list(self.target_transforms)
         tail = ([PickNamed()] if self.pick else []) + [
             Resized(keys=spatial, spatial_size=self.size, size_mode="longest", mode=("bilinear", "nearest")),
             SpatialPadd(keys=spatial, spatial_size=(self.size, self.size))] + list(self.target_transforms)
@@ -168,8 +172,8 @@ class CurriculumSAMTrain(NamedStructures, SAMTrain):
     prompts; the image encoder is frozen and shared with the base model."""
 
     def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], edge_positive: bool = False,
-                 **kwargs):
-        self.values, self.edge_positive = tuple(values), edge_positive
+                 embeddings=None, **kwargs):
+        self.values, self.edge_positive, self.embeddings = tuple(values), edge_positive, embeddings
         kwargs.setdefault("trainable", ["prompt_encoder", "mask_decoder"])
         kwargs.setdefault("description", "Fine-tune SAM's prompt encoder and decoder for Curriculum Prompting")
         super().__init__(model_dir, network, publish_path, **kwargs)

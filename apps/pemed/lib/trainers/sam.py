@@ -112,8 +112,11 @@ class SAMPromptSimulation:
             sam.train()
             engine.optimizer.zero_grad(set_to_none=True)
         with torch.set_grad_enabled(self.train), torch.autocast(device.type, enabled=amp):
-            with torch.set_grad_enabled(self.train and self.train_encoder):
-                emb, _ = encode(sam, image)
+            if "embedding" in batchdata:  # cached by the trainer's FoundationEmbeddingd: no encoder pass
+                emb = _tensor(batchdata["embedding"], device).float()
+            else:
+                with torch.set_grad_enabled(self.train and self.train_encoder):
+                    emb, _ = encode(sam, image)
             losses, logits = self.passes(sam, emb, gts, labels)
             loss = torch.stack(losses).mean()
         if self.train:

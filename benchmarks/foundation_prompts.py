@@ -49,7 +49,10 @@ def main(argv=None) -> int:
     engine = DataEngine(load_maps(args.mricron, args.maps_cache))
     base, _ = load_foundation(args.source, args.kind)
     predictor = SAMPredictor(base, cache_mb=64)
-    variants = {"shipped": None, **{os.path.basename(d): load_decoder(d, base) for d in args.decoder}}
+    variants = {"shipped": None}
+    for d in args.decoder:  # named by the file's name, or by its path where two share a name
+        variants[os.path.basename(d) if os.path.basename(d) not in variants else os.path.relpath(d)] = \
+            load_decoder(d, base)
     rng = np.random.default_rng(0)
     rows, t0 = [], time.time()
     for i, (name, source, image, gt) in enumerate(samples(engine, names, args.synthetic, args.real)):

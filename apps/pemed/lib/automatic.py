@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .checkpoint import load_checkpoint
+from .checkpoint import float32_state, load_checkpoint
 from .foundation import SAMPredictor, load_decoder, load_foundation
 from .networks.baseline import TaskUNet
 from .networks.curriculum import PromptHeatmapNet, decode_box, decode_edges
@@ -33,14 +33,14 @@ def load_network(path: str, device: str = "cpu", base_sam: Optional[PromptableSA
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network"), dict) or "model" not in ckpt:
         raise ValueError(f"{path} is not a checkpoint of this app (expected 'network' and 'model' entries)")
-    desc, state = ckpt["network"], {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    desc, state = ckpt["network"], float32_state(ckpt["model"])
     kind = desc.get("type", "pemed")
     if kind == "sam":
         return load_foundation(path, device=device)
     if kind in ("promise", "sam_decoder") and base_sam is None:
         raise ValueError(f"{path} holds a {kind} without its foundation model: load it with base_sam")
     if kind == "sam_decoder":
-        return load_decoder(path, base_sam, device), ckpt.get("meta", {})
+        return load_decoder(path, base_sam, device, ckpt), ckpt.get("meta", {})
     if kind == "promise":
         network = ProMISe(base_sam, desc["names"], desc["use_ips"], desc.get("base", ""), desc.get("box", False))
         network.new_modules().load_state_dict(state)

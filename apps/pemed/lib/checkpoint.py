@@ -37,6 +37,11 @@ def write_checkpoint(path: str, description: dict, network: torch.nn.Module, met
         raise
 
 
+def float32_state(state: dict) -> dict:
+    """A state dict with its floating-point tensors in float32 (checkpoints may store float16)."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def load_checkpoint(path: str, device: str = "cpu") -> Tuple[PEMEDNet, dict]:
     """Rebuild the network a checkpoint describes and load its weights (no network access needed)."""
     ckpt = torch.load(path, map_location=torch.device(device), weights_only=True)

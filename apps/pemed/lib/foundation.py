@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import write_checkpoint
+from .checkpoint import float32_state, write_checkpoint
 from .errors import InvalidRequest
 from .networks.sam import (SAM_KINDS, PromptableSAM, SAMSpec, boxes_tensor, build_sam, decode, encode,
                            points_tensor, spec_of, with_own_decoder)
@@ -104,7 +104,7 @@ def load_foundation(source: str = DEFAULT_SOURCE, kind: Optional[str] = None, de
             raise ValueError(f"{path} does not say its architecture: name the kind ({sorted(SAM_KINDS)})")
         spec = spec_of(kind)
     sam = build_sam(spec)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in _state_dict_in(ckpt).items()}
+    state = float32_state(_state_dict_in(ckpt))
     try:
         missing, unexpected = sam.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes of another architecture
@@ -119,15 +119,16 @@ def load_foundation(source: str = DEFAULT_SOURCE, kind: Optional[str] = None, de
     return sam, meta
 
 
-def load_decoder(path: str, base: PromptableSAM, device: str = "cpu") -> PromptableSAM:
+def load_decoder(path: str, base: PromptableSAM, device: str = "cpu", ckpt: Optional[dict] = None) -> PromptableSAM:
     """A fine-tuned prompt encoder and mask decoder (the app's "sam_decoder" checkpoint) on ``base``'s
-    image encoder (the same module: the same embeddings and cache)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    image encoder (the same module: the same embeddings and cache). ``ckpt``: the file's contents,
+    when the caller has read them already."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True) if ckpt is None else ckpt
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("network"), dict) or \
             ckpt["network"].get("type") != "sam_decoder":
         raise ValueError(f"{path} is not a fine-tuned prompt encoder and mask decoder of this app")
     network = with_own_decoder(base)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    state = float32_state(ckpt["model"])
     try:
         missing, unexpected = network.load_state_dict(state, strict=False)
     except RuntimeError:
@@ -316,25 +317,27 @@ class EmbeddingStore:
         if os.path.isfile(path):
             try:
                 d = torch.load(path, map_location="cpu", weights_only=True)
-                box = self.predictor.letterbox(*image.shape)
-                return SliceEmbedding(d["embeddings"].float(), [f.float() for f in d["features"]], box,
-                                      self.predictor.network_image(image).image.cpu())
+                out = self.predictor.network_image(image)
+                out.embeddings, out.intermediates = d["embeddings"].float(), [f.float() for f in d["features"]]
+                out.image = out.image.cpu()
+                return out
             except (OSError, RuntimeError, KeyError, EOFError):
                 logger.warning(f"embedding store: {path} unreadable, recomputed")
         emb = self.predictor.embed(image)
+        stored = {"embeddings": emb.embeddings.half().cpu(), "features": [f.half().cpu() for f in emb.intermediates]}
         tmp = path + f".{os.getpid()}.tmp"
-        torch.save({"embeddings": emb.embeddings.half().cpu(), "features": [f.half().cpu() for f in emb.intermediates]},
-                   tmp)
+        torch.save(stored, tmp)
         os.replace(tmp, path)
-        return SliceEmbedding(emb.embeddings.half().float().cpu(), [f.half().float().cpu() for f in emb.intermediates],
-                              emb.box, emb.image.cpu())
+        # what a later read gives: float16's values, so every epoch sees the same embedding
+        return SliceEmbedding(stored["embeddings"].float(), [f.float() for f in stored["features"]], emb.box,
+                              emb.image.cpu())
 
 
 class FoundationEmbeddingd:
     """MONAI-style transform for trainers on cached embeddings: a 2D {"image", "label"} item (1, H, W)
     -> the image and label in the foundation model's input frame (its letterbox), with the slice's
-    ``embedding`` (256, E, E) and APM ``features`` from the store. The key: the engine draw's
-    ``seed`` (items with ``fixed``: the same slice every epoch) or the item's image file and slice."""
+    ``embedding`` (256, E, E) and APM ``features`` from the store, keyed by the engine draw's ``seed``
+    (items with ``fixed``: the same slice every epoch). Saved labels have no such key yet."""
 
     def __init__(self, store: EmbeddingStore, tag: str = ""):
         self.store, self.tag = store, tag
@@ -342,21 +345,13 @@ class FoundationEmbeddingd:
     def __call__(self, data):
         d = dict(data)
         image = torch.as_tensor(d["image"], dtype=torch.float32)[0].numpy()
-        if "seed" in d:
-            key = f"draw:{self.tag}:{d['seed']}"
-        else:
-            key = f"file:{d.get('image_path', '')}:{d.get('slice_key', '')}"
-        emb = self.store.get(key, image)
+        if "seed" not in d:
+            raise ValueError("cached embeddings are keyed by an engine draw's seed; this item has none")
+        emb = self.store.get(f"draw:{self.tag}:{d['seed']}", image)
         label = torch.as_tensor(d["label"], dtype=torch.float32)[None]
         d["image"] = emb.image[0].cpu()
-        d["label"] = _nearest(emb.box, label)[0]
+        d["label"] = emb.box.image_to_network(label, nearest=True)[0]
         d["embedding"] = emb.embeddings[0]
         d["features"] = [f[0] for f in emb.intermediates]
         return d
 
-
-def _nearest(box: Letterbox, label: torch.Tensor) -> torch.Tensor:
-    """A label map into the letterbox's frame without mixing classes (nearest neighbour)."""
-    (oy, ox), (h, w) = box.offset, box.inner
-    x = F.interpolate(label, size=(h, w), mode="nearest")
-    return F.pad(x, (ox, box.size - w - ox, oy, box.size - h - oy), value=0.0)

@@ -60,11 +60,13 @@ class Letterbox:
     def contains(self, click: Click) -> bool:
         return self.top <= click.row < self.top + self.height and self.left <= click.col < self.left + self.width
 
-    def image_to_network(self, image: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """(B, C, H_image, W_image) -> the region as (B, C, size, size), padded with ``fill``."""
+    def image_to_network(self, image: torch.Tensor, fill: float = 0.0, nearest: bool = False) -> torch.Tensor:
+        """(B, C, H_image, W_image) -> the region as (B, C, size, size), padded with ``fill``;
+        ``nearest`` for label maps (no mixed classes)."""
         (oy, ox), (h, w) = self.offset, self.inner
         region = image[..., self.top:self.top + self.height, self.left:self.left + self.width]
-        x = F.interpolate(region, size=(h, w), mode="bilinear", align_corners=False)
+        x = F.interpolate(region, size=(h, w), mode="nearest") if nearest else \
+            F.interpolate(region, size=(h, w), mode="bilinear", align_corners=False)
         return F.pad(x, (ox, self.size - w - ox, oy, self.size - h - oy), value=fill)
 
     def whole(self, image_h: int, image_w: int) -> bool:

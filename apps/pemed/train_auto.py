@@ -4,10 +4,12 @@
         [--epochs 20] [--samples-per-epoch 256] [--batch 8] [--lr ...] [--resume] [--device cuda|cpu]
     python apps/pemed/train_auto.py METHOD --studies DIR --out FILE.pt ...
 
-METHOD: ``promise`` (APM + IPS on the frozen ``--base``; ``--no-ips`` for the ablation), ``box`` and
-``edges`` (Curriculum's detector and edge-point network, started from ``--pemed``'s encoder and
-decoder), ``curriculum_sam`` (Curriculum's prompt encoder / decoder fine-tuning of ``--base``;
-``--edge-positive`` for the ablation), ``unet`` (the task-specific baseline). ``--engine`` draws
+METHOD: ``promise`` (APM + IPS on the frozen ``--base``; ``--no-ips`` for the ablation, ``--box``
+for the variant whose APM also predicts a box), ``box`` and ``edges`` (Curriculum's detector and
+edge-point network: heads on ``--base``'s image embeddings), ``curriculum_sam`` (Curriculum's prompt
+encoder / decoder fine-tuning of ``--base``; ``--edge-positive`` for the ablation), ``unet`` (the
+task-specific baseline). All but ``unet`` read the foundation model's embeddings from the
+``--embeddings`` store (computed on a slice's first use). ``--engine`` draws
 the named structures from the training-data engine (training seeds and training slices only;
 evaluate_auto.py keeps its own apart); ``--studies`` trains on saved labels. The default names are
 lib/configs/labels.py's AUTO_DEFAULT: the structures the foundation model never saw as targets, and
@@ -26,7 +28,6 @@ import torch  # noqa: E402
 from monai.utils import set_determinism  # noqa: E402
 
 from lib.automatic import load_network  # noqa: E402
-from lib.checkpoint import load_checkpoint  # noqa: E402
 from lib.foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, SAMPredictor, load_foundation  # noqa: E402,E501
 from lib.configs.labels import AUTO_DEFAULT, structure_values  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
@@ -46,28 +47,26 @@ def build(method: str, names, values, args, out: str, run_dir: str, engine):
     common = dict(size=256, lr=args.lr or DEFAULT_LR[method], engine=engine, seed=args.seed, tracking=None,
                   resume_path=fresh_resume_path(out, args.resume), amp=args.device.startswith("cuda"),
                   train_save_interval=10 ** 9, num_workers=args.workers)
-    base = load_foundation(args.base)[0] if method in ("promise", "curriculum_sam") else None
+    if method == "unet":
+        net = load_network(args.init)[0] if args.init else TaskUNet(names)
+        return TaskUNetTrain(run_dir, net, out, values, **common), net
+    base = load_foundation(args.base, decoder=args.decoder if args.decoder != "none" else None)[0]
     init = load_network(args.init, base_sam=base)[0] if args.init else None
+    embeddings = None
+    if args.embeddings != "none":  # each slice's embedding computed once, then read from disk
+        store = EmbeddingStore(args.embeddings, SAMPredictor(base, cache_mb=0), f"{args.base}|{base.spec.kind}")
+        embeddings = FoundationEmbeddingd(store, ",".join(map(str, values)))
+    elif method in ("box", "edges"):
+        raise ValueError(f"{method} is a head on the foundation model's cached embeddings: give --embeddings")
     if method == "promise":
-        net = init or ProMISe(base, names, use_ips=not args.no_ips, base=args.base)
-        return ProMISeTrain(run_dir, net, out, values, **common), net
+        net = init or ProMISe(base, names, use_ips=not args.no_ips, base=args.base, box=args.box)
+        return ProMISeTrain(run_dir, net, out, values, embeddings=embeddings, **common), net
     if method in ("box", "edges"):
-        net = init
-        if net is None:
-            net = PromptHeatmapNet(names, method)
-            if args.pemed:
-                net.init_from(load_checkpoint(args.pemed)[0])
-        return HeatmapTrain(run_dir, net, out, values, **common), net
-    if method == "curriculum_sam":
-        net = init or with_own_decoder(base)
-        embeddings = None
-        if args.embeddings:  # a fixed pool of draws whose embeddings are computed once, then read from disk
-            store = EmbeddingStore(args.embeddings, SAMPredictor(base, cache_mb=0), f"{args.base}|{base.spec.kind}")
-            embeddings = FoundationEmbeddingd(store, ",".join(map(str, values)))
-        return CurriculumSAMTrain(run_dir, net, out, values, edge_positive=args.edge_positive, embeddings=embeddings,
-                                  **common), net
-    net = init or TaskUNet(names)
-    return TaskUNetTrain(run_dir, net, out, values, **common), net
+        net = init or PromptHeatmapNet(names, method, size=base.spec.img_size)
+        return HeatmapTrain(run_dir, net, out, values, embeddings=embeddings, **common), net
+    net = init or with_own_decoder(base)
+    return CurriculumSAMTrain(run_dir, net, out, values, edge_positive=args.edge_positive, embeddings=embeddings,
+                              **common), net
 
 
 def main(argv=None) -> int:
@@ -79,14 +78,19 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--base", default=DEFAULT_SOURCE, help="the foundation model (promise, curriculum_sam): "
                    "litemedsam (the installed wheel's) or a file")
+    p.add_argument("--decoder", default=os.path.join(REPO, "apps", "pemed", "model", "foundation_decoder.pt"),
+                   help="the fine-tuned prompt encoder and mask decoder on --base that serving uses ('none': "
+                   "the base's own): ProMISe learns its prompts for it, curriculum_sam continues from it")
     p.add_argument("--init", default="", help="continue from this checkpoint of the method")
-    p.add_argument("--pemed", default=os.path.join(REPO, "apps", "pemed", "model", "pemed.pt"),
-                   help="box, edges: start from this PE-MED checkpoint's encoder and decoder ('' for none)")
     p.add_argument("--names", default=",".join(AUTO_DEFAULT), help="AAL or lobe names, comma-separated")
     p.add_argument("--no-ips", action="store_true", help="promise: the APM alone (ablation)")
-    p.add_argument("--embeddings", default="", help="curriculum_sam --engine: a folder caching the foundation "
-                   "model's embeddings of a fixed pool of --pool draws (no encoder pass after the first epoch)")
-    p.add_argument("--pool", type=int, default=256, help="with --embeddings: the pool's size")
+    p.add_argument("--embeddings", default=os.path.join(REPO, "runs", "embeddings"),
+                   help="a folder caching the foundation model's embeddings of the training slices (--engine: "
+                   "a fixed pool of --pool draws), so only a slice's first epoch runs the encoder; 'none': "
+                   "fresh engine draws every epoch, encoded each time (promise, curriculum_sam)")
+    p.add_argument("--pool", type=int, default=256, help="--engine with --embeddings: the pool's size")
+    p.add_argument("--box", action="store_true", help="promise: the APM also predicts a box prompt (the variant "
+                   "for a foundation model trained on boxes)")
     p.add_argument("--edge-positive", action="store_true", help="curriculum_sam: edge points labelled positive")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--samples-per-epoch", type=int, default=256)
@@ -104,18 +108,19 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"error: --names: {e}", file=sys.stderr)
         return 2
-    if args.method in ("promise", "curriculum_sam") and not args.base:
-        print(f"error: {args.method} needs --base (the foundation model's checkpoint)", file=sys.stderr)
-        return 2
     try:
         engine, datastore, datalist, val_ds = training_items(args, real_prob=args.real_prob)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.embeddings and engine is not None:
+    if args.embeddings != "none" and engine is not None and args.method != "unet":
         datalist = [{"seed": i, "fixed": True} for i in range(args.pool)]
     out = os.path.abspath(args.out)
-    task, net = build(args.method, names, values, args, out, os.path.splitext(out)[0] + "_run", engine)
+    try:
+        task, net = build(args.method, names, values, args, out, os.path.splitext(out)[0] + "_run", engine)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     request = train_request(args, datalist, val_ds, engine, 0.0)
     start = time.time()
     task(request, datastore)

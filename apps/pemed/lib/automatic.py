@@ -17,10 +17,10 @@ import torch
 from scipy import ndimage
 
 from .checkpoint import float32_state, load_checkpoint
-from .foundation import SAMPredictor, load_decoder, load_foundation
+from .foundation import SAMPredictor, SliceEmbedding, load_decoder, load_foundation
 from .networks.baseline import TaskUNet
 from .networks.curriculum import PromptHeatmapNet, decode_box, decode_edges
-from .networks.promise import ProMISe, with_name
+from .networks.promise import ProMISe
 from .networks.sam import PromptableSAM
 from .predictor import Letterbox
 from .prompts.boxes import Box
@@ -45,7 +45,10 @@ def load_network(path: str, device: str = "cpu", base_sam: Optional[PromptableSA
         network = ProMISe(base_sam, desc["names"], desc["use_ips"], desc.get("base", ""), desc.get("box", False))
         network.new_modules().load_state_dict(state)
     elif kind == "heatmaps":
-        network = PromptHeatmapNet(desc["names"], desc["head"], desc.get("size", 128))
+        if "channels" not in desc:
+            raise ValueError(f"{path} is a detector of an earlier version (on images, not the foundation model's "
+                             f"embeddings): train it again (apps/pemed/train_auto.py box / edges)")
+        network = PromptHeatmapNet(desc["names"], desc["head"], desc["size"], desc["channels"], desc["width"])
         network.load_state_dict(state)
     elif kind == "task_unet":
         network = TaskUNet(desc["names"], desc["channels"], desc.get("size", 256))
@@ -80,8 +83,11 @@ def from_network(box: Letterbox, row: float, col: float) -> Click:
 class CurriculumPredictor:
     def __init__(self, sam: SAMPredictor, detector: PromptHeatmapNet, edges: PromptHeatmapNet,
                  decoder: Optional[PromptableSAM] = None, min_score: float = 0.2):
-        if detector.names != edges.names or detector.size != edges.size:
-            raise ValueError("the detector and the edge-point network were trained on different names or sizes")
+        if detector.names != edges.names:
+            raise ValueError("the detector and the edge-point network were trained on different names")
+        if detector.size != sam.size or edges.size != sam.size:
+            raise ValueError(f"the detector and the edge-point network read another foundation model's embeddings "
+                             f"(input {detector.size}, not {sam.size}): train them again on this one")
         self.sam, self.detector, self.edges = sam, detector.to(sam.device).eval(), edges.to(sam.device).eval()
         self.decoder = (decoder or sam.sam).to(sam.device).eval()  # Curriculum's fine-tuned prompt encoder / decoder
         self.names, self.min_score = list(detector.names), min_score
@@ -91,26 +97,20 @@ class CurriculumPredictor:
             raise KeyError(name)
         return self.names.index(name)
 
-    def network_input(self, image: np.ndarray, name: str):
-        """(letterbox, the heatmap networks' input: the slice at their size with the name's channel)."""
-        lb = Letterbox(*image.shape, self.detector.size)
-        x = lb.image_to_network(torch.as_tensor(image, dtype=torch.float32, device=self.sam.device)[None, None])
-        return lb, with_name(x, self.index(name))
-
     @torch.no_grad()
-    def detector_map(self, image: np.ndarray, name: str) -> np.ndarray:
+    def detector_map(self, emb: SliceEmbedding, name: str) -> np.ndarray:
         """The detector's logits of the structure in the slice's frame (what its box bounds)."""
-        lb, x = self.network_input(image, name)
-        return lb.network_to_image(self.detector(x))[0, 0].float().cpu().numpy()
+        logits = self.detector.name_maps(emb.embeddings, self.index(name))
+        return emb.box.network_to_image(logits)[0, 0].float().cpu().numpy()
 
     @torch.no_grad()
-    def prompts(self, image: np.ndarray, name: str, edge_positive: bool = False):
+    def prompts(self, emb: SliceEmbedding, name: str, edge_positive: bool = False):
         """(box, score, edge points) in the slice's frame, from the detector and the edge-point network."""
-        lb, x = self.network_input(image, name)
-        (r0, c0, r1, c1), score = decode_box(self.detector(x)[0, 0].float().cpu().numpy())
-        a, b = from_network(lb, r0, c0), from_network(lb, r1, c1)
-        edge_maps = self.edges(x)[0].float().cpu().numpy()
-        points = [from_network(lb, p.row, p.col)._replace(positive=edge_positive) for p in decode_edges(edge_maps)]
+        index = self.index(name)
+        (r0, c0, r1, c1), score = decode_box(self.detector.name_maps(emb.embeddings, index)[0, 0].float().cpu().numpy())
+        a, b = from_network(emb.box, r0, c0), from_network(emb.box, r1, c1)
+        edge_maps = self.edges.name_maps(emb.embeddings, index)[0].float().cpu().numpy()
+        points = [from_network(emb.box, p.row, p.col)._replace(positive=edge_positive) for p in decode_edges(edge_maps)]
         return (a.row, a.col, b.row, b.col), score, points
 
     def segment(self, image: np.ndarray, name: str, key: Optional[Hashable] = None, stages: str = "curriculum",
@@ -118,12 +118,12 @@ class CurriculumPredictor:
         """``box``: a given box instead of the detector's (the ground truth's, in evaluation)."""
         if stages not in STAGES:
             raise ValueError(f"stages must be one of {STAGES}")
-        found, score, points = self.prompts(image, name, edge_positive)
+        emb = self.sam.embed(image, key)
+        found, score, points = self.prompts(emb, name, edge_positive)
         box = found if box is None else box
         if score < self.min_score and stages != "points":
             empty = np.full(image.shape, -20.0, np.float32)
             return AutoResult(empty, np.zeros(image.shape, bool), box, points, score)
-        emb = self.sam.embed(image, key)
         decode = lambda **kw: self.sam.predict(emb, model=self.decoder, **kw)  # noqa: E731
         coarse = None
         if stages == "points":  # the edge points alone, as the object's own (positive) points

@@ -337,17 +337,18 @@ class FoundationEmbeddingd:
     """MONAI-style transform for trainers on cached embeddings: a 2D {"image", "label"} item (1, H, W)
     -> the image and label in the foundation model's input frame (its letterbox), with the slice's
     ``embedding`` (256, E, E) and APM ``features`` from the store, keyed by the engine draw's ``seed``
-    (items with ``fixed``: the same slice every epoch). Saved labels have no such key yet."""
+    (items with ``fixed``: the same slice every epoch; ``tag`` names the draws' structures) or, for a
+    slice of a saved image, by its normalised pixels (the same slice, the same key, whatever file
+    or run it comes from)."""
 
     def __init__(self, store: EmbeddingStore, tag: str = ""):
         self.store, self.tag = store, tag
 
     def __call__(self, data):
         d = dict(data)
-        image = torch.as_tensor(d["image"], dtype=torch.float32)[0].numpy()
-        if "seed" not in d:
-            raise ValueError("cached embeddings are keyed by an engine draw's seed; this item has none")
-        emb = self.store.get(f"draw:{self.tag}:{d['seed']}", image)
+        image = np.ascontiguousarray(torch.as_tensor(d["image"], dtype=torch.float32)[0].numpy())
+        key = f"draw:{self.tag}:{d['seed']}" if "seed" in d else "slice:" + hashlib.sha1(image.tobytes()).hexdigest()
+        emb = self.store.get(key, image)
         label = torch.as_tensor(d["label"], dtype=torch.float32)[None]
         d["image"] = emb.image[0].cpu()
         d["label"] = emb.box.image_to_network(label, nearest=True)[0]

@@ -16,9 +16,12 @@ conf keys (``--conf key value``):
     curriculum_min_score  the detector's confidence below which a slice has no structure (default 0.3)
     auto_train_epochs, auto_train_samples, auto_train_replay  a fine-tuning run's epochs, draws per
                      epoch and share of engine draws replayed (defaults 4, 64, 0.5)
-Checkpoints: model/curriculum_box.pt, curriculum_edges.pt, curriculum_sam.pt (Curriculum's
-detector, edge-point network, fine-tuned prompt encoder / decoder) and model/promise.pt (APM + IPS);
-fine-tuning as labels arrive writes ``<name>_finetuned.pt`` beside each, which serving prefers.
+Checkpoints: model/curriculum_box.pt, curriculum_edges.pt (Curriculum's detector and edge-point
+network, heads on the foundation model's embeddings), optionally curriculum_sam.pt (a prompt encoder
+/ decoder of Curriculum's own; without it, the foundation model's fine-tuned one) and
+model/promise.pt (APM + IPS); fine-tuning as labels arrive writes ``<name>_finetuned.pt`` beside
+each, which serving prefers. The trainers cache the embeddings of the slices they learn from in
+model/embeddings.
 A ProMISe or Curriculum model is trained on one foundation model: after changing sam_checkpoint,
 train them again (apps/pemed/train_auto.py).
 """
@@ -32,8 +35,9 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.train import TrainTask
 
 from ..automatic import load_network
-from ..foundation import DEFAULT_SOURCE, FoundationModel
+from ..foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, FoundationModel, SAMPredictor
 from ..infers.automatic import AutomaticInfer, build_curriculum, build_promise
+from ..networks.sam import with_own_decoder
 from ..trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain
 from .labels import AUTO_DEFAULT, structure_values
 
@@ -55,6 +59,7 @@ def foundation(model_dir: str, conf) -> FoundationModel:
 
 class AutomaticConfig(TaskConfig):
     files: tuple = ()  # this method's checkpoint names, in the order its predictor takes them
+    required: Optional[int] = None  # how many of them must exist (the rest are optional); None: all
 
     def init(self, name: str, model_dir: str, conf, planner, **kwargs):
         super().init(name, model_dir, conf, planner, **kwargs)
@@ -78,6 +83,13 @@ class AutomaticConfig(TaskConfig):
         existing = [p for p in self.groups[group] if os.path.exists(p)]
         return existing[-1] if existing else None
 
+    def embeddings(self, base) -> FoundationEmbeddingd:
+        """The trainers' cached embeddings of saved slices and replayed draws (model/embeddings), shared by
+        every automatic trainer of this foundation model."""
+        store = EmbeddingStore(os.path.join(self.model_dir, "embeddings"), SAMPredictor(base, cache_mb=0),
+                               f"{self.foundation.source}|{base.spec.kind}")
+        return FoundationEmbeddingd(store, ",".join(map(str, self.labels.values())))
+
     def train_options(self, group: int) -> dict:
         return dict(model_dir=os.path.join(self.model_dir, f"train_{self.files[group]}"),
                     publish_path=self.groups[group][1], values=list(self.labels.values()), size=256, lr=1e-4,
@@ -88,23 +100,27 @@ class AutomaticConfig(TaskConfig):
 
 class Curriculum(AutomaticConfig):
     files = ("curriculum_box", "curriculum_edges", "curriculum_sam")
+    required = 2  # without a curriculum_sam of its own: the foundation model's fine-tuned decoder
 
     def infer(self) -> Dict[str, InferTask]:
         min_score = float(self.conf.get("curriculum_min_score", 0.3))
         return {self.name: AutomaticInfer(
             self.name, self.groups, self.foundation, self.labels, build_curriculum(min_score), self.modality,
-            "Curriculum Prompting: detector box -> coarse mask; 8 edge points (negative) + coarse mask -> mask")}
+            "Curriculum Prompting: detector box -> coarse mask; 8 edge points (negative) + coarse mask -> mask",
+            required=self.required)}
 
     def trainer(self) -> Optional[Dict[str, TrainTask]]:
         """Curriculum's three models, each its own training task (``curriculum_box``, ...)."""
-        if self.newest(0) is None or self.newest(1) is None or self.newest(2) is None:
+        if self.newest(0) is None or self.newest(1) is None or not self.foundation.exists():
             return None  # train them first with train_auto.py: fine-tuning needs a start
+        base = self.foundation.load()
+        embeddings = self.embeddings(base)
         tasks = {}
         for i in (0, 1):
-            tasks[self.files[i]] = HeatmapTrain(network=load_network(self.newest(i))[0], **self.train_options(i))
-        base = self.foundation.load()
-        tasks[self.files[2]] = CurriculumSAMTrain(network=load_network(self.newest(2), base_sam=base)[0],
-                                                  **self.train_options(2))
+            tasks[self.files[i]] = HeatmapTrain(network=load_network(self.newest(i))[0], embeddings=embeddings,
+                                                **self.train_options(i))
+        decoder = load_network(self.newest(2), base_sam=base)[0] if self.newest(2) else with_own_decoder(base)
+        tasks[self.files[2]] = CurriculumSAMTrain(network=decoder, embeddings=embeddings, **self.train_options(2))
         return tasks
 
 
@@ -121,4 +137,4 @@ class ProMISeConfig(AutomaticConfig):
             return None
         base = self.foundation.load()
         return {self.name: ProMISeTrain(network=load_network(self.newest(0), base_sam=base)[0],
-                                        **self.train_options(0))}
+                                        embeddings=self.embeddings(base), **self.train_options(0))}

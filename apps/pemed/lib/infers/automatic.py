@@ -38,25 +38,28 @@ class AutomaticInfer(BasicInferTask):
     """One automatic method; ``build(sam_predictor, paths of its checkpoints, device)`` makes its predictor."""
 
     def __init__(self, method: str, checkpoints: Sequence[Sequence[str]], foundation: FoundationModel,
-                 labels: Dict[str, int], build: Callable, modality: str = AUTO, description: str = ""):
+                 labels: Dict[str, int], build: Callable, modality: str = AUTO, description: str = "",
+                 required: Optional[int] = None):
         super().__init__(path=[p for group in checkpoints for p in group], network=None, type=InferType.SEGMENTATION,
                          labels={name: k + 1 for k, name in enumerate(labels)}, dimension=2, description=description,
                          config={"label": next(iter(labels), ""), "axis": 2})
         self.method, self.checkpoints, self.foundation, self.build = method, [list(g) for g in checkpoints], foundation, build
         self.names = list(labels)
+        self.required = len(self.checkpoints) if required is None else required  # the first groups must exist
         self.modality = modality
         self.images = ImageCache()
         self._predictor: Dict[str, Tuple[Any, Tuple]] = {}
         self._lock = threading.Lock()
 
     def newest(self) -> Optional[list]:
-        """Per checkpoint group (a model and its fine-tuned version), the newest file that exists."""
+        """Per checkpoint group (a model and its fine-tuned version), the newest file that exists;
+        None for an optional group without one; None altogether when a required one has none."""
         chosen = []
-        for group in self.checkpoints:
+        for k, group in enumerate(self.checkpoints):
             existing = [p for p in group if os.path.isfile(p)]
-            if not existing:
+            if not existing and k < self.required:
                 return None
-            chosen.append(existing[-1])
+            chosen.append(existing[-1] if existing else None)
         return chosen
 
     def is_valid(self) -> bool:
@@ -76,7 +79,7 @@ class AutomaticInfer(BasicInferTask):
         if paths is None:
             raise InvalidRequest(f"{self.method}: no trained model yet (expected {self.checkpoints})", 503)
         sam = self.foundation.predictor(device)
-        stamp = (id(sam), tuple((p, os.path.getmtime(p)) for p in paths))
+        stamp = (id(sam), tuple((p, p and os.path.getmtime(p)) for p in paths))
         with self._lock:
             cached = self._predictor.get(device)
             if cached is None or cached[1] != stamp:
@@ -156,8 +159,8 @@ def prompts(out: AutoResult) -> Dict[str, Any]:
 
 def build_curriculum(min_score: float) -> Callable:
     def build(sam: SAMPredictor, paths, device):
-        detector, edges, decoder = paths
-        decoder_sam = load_network(decoder, device, base_sam=sam.sam)[0]
+        detector, edges, decoder = paths  # no decoder of its own: the foundation model's (fine-tuned) one
+        decoder_sam = load_network(decoder, device, base_sam=sam.sam)[0] if decoder else None
         return CurriculumPredictor(sam, load_network(detector, device)[0], load_network(edges, device)[0], decoder_sam,
                                    min_score)
     return build

@@ -1,23 +1,24 @@
-"""Curriculum Prompting's prompt generators: a box detector and an edge-point network, each a
-SegFormer (MiT-b0 and its all-MLP decoder: lib/networks/mit.py) predicting maps of every named
-structure (papers/curriculum-prompting.txt; REFERENCE.md).
+"""Curriculum Prompting's prompt generators: a box detector and an edge-point network, each a small
+head on the foundation model's image embedding predicting maps of every named structure
+(papers/curriculum-prompting.txt; REFERENCE.md).
 
 The paper fine-tunes pretrained networks (Grounding DINO for boxes, HRNet for keypoints). Here the
-pretrained weights are the app's own: both networks start from PE-MED's encoder and decoder, which
-have learned this engine's images of every contrast (``init_from``). Started from scratch (MONAI's
-UNet with CenterNet's box head), the detector found no structure in the few hundred steps a CPU
-session gave it (mean box IoU 0.04: README). A request names one structure, one instance per
-slice, so the detector needs no anchors, proposals or suppression (what ``monai.apps.detection``'s
-RetinaNet spends its time on):
+pretrained part is the foundation model's frozen image encoder (LiteMedSAM's, trained on a million
+medical images): its embedding (256 channels, 64 x 64 for LiteMedSAM) is computed once per slice
+and cached (lib/foundation.py), so both heads cost a few convolutions on it, and train on cached
+embeddings with no encoder pass. Before, SegFormers on the image started from PE-MED's encoder found
+boxes of mean IoU 0.21 after about 4 hours of this CPU (docs/automatic.md). A request names one
+structure, one instance per slice, so the detector needs no anchors, proposals or suppression:
 
     head "box"    per name 1 map, the structure itself (soft Dice + BCE: every pixel of it teaches,
                   where CenterNet's peak is one pixel); the box bounds its most probable connected
                   part above probability 0.5 (else above half the peak), the score is the peak
     head "edges"  per name 8 heatmaps, one per edge point (lib/prompts/boxes.py defines them),
                   CenterNet's focal loss
-Input: [image, name plane] (lib/networks/promise.py's layout) -> the named structure's maps
-(B, K, S, S); or the image alone -> every name's maps (B, N * K, S, S), as training sees them (each
-slice teaches every name: where it is, and that the absent ones are nowhere). Maps as logits.
+Input: the image embeddings (B, 256, E, E) -> every name's maps (B, N * K, S/2, S/2) as logits, S the
+foundation model's input side, in its input frame (its letterbox); ``name_maps`` picks one name's
+at the side S.
+Each training slice teaches every name: where it is, and that the absent ones are nowhere.
 """
 
 from typing import List, Sequence, Tuple
@@ -26,44 +27,53 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
+from monai.networks.blocks import Convolution
 from scipy import ndimage
 from torch import nn
 
 from ..prompts.boxes import Box, box_of, edge_points, gaussian_heatmaps, heatmap_peaks
 from ..prompts.clicks import Click
-from .mit import SegFormer
-from .promise import split_input
 
 HEADS = {"box": 1, "edges": 8}
-EDGE_SIGMA = 2.0  # pixels of the network's input (128 px)
+EDGE_SIGMA = 2.0  # pixels of the maps (128 px a side for a 256-px input)
 HEAT_PRIOR = 4.6  # logits start near sigmoid(-4.6) = 0.01: CenterNet's prior that almost no pixel is a peak
 
 
-class PromptHeatmapNet(nn.Module):
-    in_channels = 2
+def _conv(cin: int, cout: int) -> nn.Module:
+    return Convolution(2, cin, cout, kernel_size=3, norm="batch", act="relu")
 
-    def __init__(self, names: Sequence[str], head: str, size: int = 128):
+
+class PromptHeatmapNet(nn.Module):
+    def __init__(self, names: Sequence[str], head: str, size: int = 256, channels: int = 256, width: int = 128):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {sorted(HEADS)}, got {head!r}")
         self.names, self.head = list(names), head
-        self.size = size  # the input (and map) side: 128 finds a nucleus of a 256-px slice, at 1/4 of 256's cost
+        self.size, self.channels, self.width = size, channels, width  # size: the foundation model's input side
         self.k = HEADS[head]
-        self.net = SegFormer(1, self.k * len(self.names))
+        self.trunk = nn.Sequential(_conv(channels, width), _conv(width, width), _conv(width, width))
+        self.refine = _conv(width, width // 2)
+        self.out = nn.Conv2d(width // 2, self.k * len(self.names), 1)
 
-    def init_from(self, pemed: nn.Module) -> None:
-        """Start from a PE-MED network's encoder and decoder (lib/checkpoint.py's load_checkpoint)."""
-        self.net.init_from(pemed)
+    @property
+    def map_size(self) -> int:
+        """The side of the maps it learns and predicts: half the input's (an edge point to 2 pixels)."""
+        return self.size // 2
 
     def describe(self) -> dict:
-        return {"type": "heatmaps", "names": self.names, "head": self.head, "size": self.size}
+        return {"type": "heatmaps", "names": self.names, "head": self.head, "size": self.size,
+                "channels": self.channels, "width": self.width}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        image = x[:, :1]
-        maps = (self.net(image) - HEAT_PRIOR).view(image.shape[0], len(self.names), self.k, *image.shape[-2:])
-        if x.shape[1] == 1:
-            return maps.flatten(1, 2)
-        return maps[torch.arange(image.shape[0], device=x.device), split_input(x)[1]]
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, 256, E, E) -> every name's maps (B, N * K, M, M), M = ``map_size``."""
+        x = F.interpolate(self.trunk(embeddings), size=(self.map_size,) * 2, mode="bilinear", align_corners=False)
+        return self.out(self.refine(x)) - HEAT_PRIOR
+
+    def name_maps(self, embeddings: torch.Tensor, index: int) -> torch.Tensor:
+        """One name's maps (B, K, S, S) at the input's side S."""
+        maps = self.forward(embeddings)
+        maps = maps.view(maps.shape[0], len(self.names), self.k, *maps.shape[-2:])[:, index]
+        return F.interpolate(maps, size=(self.size, self.size), mode="bilinear", align_corners=False)
 
 
 def heatmap_targets(mask: np.ndarray, head: str) -> np.ndarray:

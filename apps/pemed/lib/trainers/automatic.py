@@ -26,7 +26,7 @@ from ..prompts.clicks import Click
 from ..transforms.named import HeatmapTargetd, PickNamed, ToClassIndicesd
 from ..transforms.transforms import MatchChannelsd, RandStructureSliced, intensity_transform
 from .pemed import PEMEDTrain, _EitherSourced
-from .sam import SAMPromptSimulation, SAMTrain
+from .sam import SAMPromptSimulation, SAMTrain, _tensor, finish_iteration
 
 
 class NamedStructures:
@@ -36,17 +36,18 @@ class NamedStructures:
     values: Sequence[int] = ()
     pick: bool = True
     target_transforms: list = []
-    embeddings = None  # a FoundationEmbeddingd: engine draws in the foundation model's frame, embeddings cached
+    embeddings = None  # a FoundationEmbeddingd: samples in the foundation model's frame, embeddings cached
+    replay_pool = 32  # with embeddings: the engine draws replayed beside saved labels
 
     def _pre_transforms(self, augment: bool):
         spatial = ("image", "label")
         to_tensors = EnsureTyped(keys=spatial, dtype=torch.float32, track_meta=False)
-        if self.embeddings is not None and self.engine is not None:
-            return [NamedDrawd(self.engine, self.values), to_tensors, self.embeddings] + \
-                ([PickNamed()] if self.pick else []) + list(self.target_transforms)
-        tail = ([PickNamed()] if self.pick else []) + [
-            Resized(keys=spatial, spatial_size=self.size, size_mode="longest", mode=("bilinear", "nearest")),
-            SpatialPadd(keys=spatial, spatial_size=(self.size, self.size))] + list(self.target_transforms)
+        pick = [PickNamed()] if self.pick else []
+        if self.embeddings is not None:  # into the foundation model's frame, with the slice's cached features
+            tail = [self.embeddings] + pick + list(self.target_transforms)
+        else:
+            tail = pick + [Resized(keys=spatial, spatial_size=self.size, size_mode="longest", mode=("bilinear", "nearest")),
+                           SpatialPadd(keys=spatial, spatial_size=(self.size, self.size))] + list(self.target_transforms)
         if self.engine is not None:
             return [NamedDrawd(self.engine, self.values), to_tensors] + tail
         saved = [LoadImaged(keys=spatial), EnsureChannelFirstd(keys=spatial), MatchChannelsd(keys="image", channels=1),
@@ -57,18 +58,55 @@ class NamedStructures:
             return saved
         return [_EitherSourced(Compose([NamedDrawd(replay, self.values), to_tensors] + tail), Compose(saved))]
 
+    def partition_datalist(self, context, shuffle=False):
+        """With cached embeddings, the engine is replayed from a fixed pool of ``replay_pool`` draws
+        (seeds 0 ..), each embedded once, instead of a fresh draw each time."""
+        train, val = super().partition_datalist(context, shuffle)
+        if self.embeddings is not None and self.engine is None and self.replay_engine() is not None:
+            train = [d for d in train if "seed" not in d] + [{"seed": i, "fixed": True} for i in range(self.replay_pool)]
+        return train, val
+
+    def forward_cached(self, network, image, features):
+        """The network on a batch whose foundation-model features are cached (``embeddings``)."""
+        raise NotImplementedError
+
+    # without cached features, the engine's own step: network(input) -> loss
     def train_iteration_update(self, context):
-        return None  # the engine's own step: network(input) -> loss
+        return CachedFeaturesStep(self.forward_cached, True) if self.embeddings is not None else None
 
     def val_iteration_update(self, context):
-        return None
+        return CachedFeaturesStep(self.forward_cached, False) if self.embeddings is not None else None
+
+
+class CachedFeaturesStep:
+    """An ignite ``iteration_update``: the engine's own step (network -> loss -> optimiser), with the
+    batch's cached ``embedding`` and APM ``features`` handed to the network (``forward(network,
+    image, (embeddings, features))``) instead of an encoder pass."""
+
+    def __init__(self, forward, train: bool):
+        self.forward, self.train = forward, train
+
+    def __call__(self, engine, batchdata):
+        device = engine.state.device
+        image, label = _tensor(batchdata["image"], device), _tensor(batchdata["label"], device).float()
+        features = (_tensor(batchdata["embedding"], device).float(),
+                    [_tensor(f, device).float() for f in batchdata["features"]])
+        amp = device.type == "cuda" and bool(getattr(engine, "amp", False))
+        engine.network.train(self.train)
+        if self.train:
+            engine.optimizer.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(self.train), torch.autocast(device.type, enabled=amp):
+            pred = self.forward(engine.network, image, features)
+            loss = engine.loss_function(pred, label) if self.train else torch.zeros((), device=device)
+        return finish_iteration(engine, self.train, amp, loss, image, label, pred)
 
 
 class ProMISeTrain(NamedStructures, PEMEDTrain):
     """Only the APM and IPS learn (Adam); every foundation-model weight stays as it was. BCE + soft Dice."""
 
-    def __init__(self, model_dir: str, network: ProMISe, publish_path: str, values: Sequence[int], **kwargs):
-        self.values = tuple(values)
+    def __init__(self, model_dir: str, network: ProMISe, publish_path: str, values: Sequence[int], embeddings=None,
+                 **kwargs):
+        self.values, self.embeddings = tuple(values), embeddings
         kwargs.setdefault("description", "Train ProMISe's Auto-Prompting Module and pattern tokens")
         super().__init__(model_dir, network, publish_path, **kwargs)
 
@@ -79,19 +117,26 @@ class ProMISeTrain(NamedStructures, PEMEDTrain):
     def loss_function(self, context):
         return DiceCELoss(sigmoid=True)
 
+    def forward_cached(self, network, image, features):
+        return network(image, features=features)
+
 
 class HeatmapTrain(NamedStructures, PEMEDTrain):
-    """Curriculum's box detector or edge-point network (``network.head``), on every name of each
-    slice at once (the network's image-only input)."""
+    """Curriculum's box detector or edge-point network (``network.head``), a head on the cached
+    embeddings (``embeddings``: a FoundationEmbeddingd), on every name of each slice at once."""
 
     pick = False
 
-    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], **kwargs):
+    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], embeddings=None, **kwargs):
         self.values = tuple(values)
-        self.target_transforms = [HeatmapTargetd(network.head, len(self.values))]
-        kwargs["size"] = network.size  # the network's own input side
+        self.target_transforms = [HeatmapTargetd(network.head, len(self.values), size=network.map_size)]
+        self.embeddings = embeddings
+        kwargs["size"] = network.size  # the foundation model's input side
         kwargs.setdefault("description", f"Train Curriculum Prompting's {network.head} network")
         super().__init__(model_dir, network, publish_path, **kwargs)
+
+    def forward_cached(self, network, image, features):
+        return network(features[0])
 
     def loss_function(self, context):
         return HeatmapLoss(self._network.head)

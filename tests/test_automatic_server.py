@@ -91,3 +91,52 @@ def test_a_pemed_click_corrects_the_automatic_mask(server, tmp_path):
     r = infer(server, "pemed", {"background": [[int(x), int(y), 6]], "client_id": "tab1", "reset_state": True,
                                 "start_from": "none"})
     assert r.json()["started_from"] is None
+
+
+@pytest.fixture(scope="module")
+def learning_server(tmp_path_factory, tiny_checkpoint):
+    """A server that fine-tunes as labels are saved, at the smallest budget (untrained models)."""
+    root = tmp_path_factory.mktemp("auto_learn")
+    app = served_app(str(root / "app"), tiny_checkpoint)
+    model_dir = os.path.join(app, "model")
+    for f in os.listdir(model_dir):
+        if f.startswith(("sam_", "curriculum_", "promise")):
+            os.remove(os.path.join(model_dir, f))
+    foundation = write_untrained_automatic_models(model_dir, NAMES.split(","))
+    rng = np.random.default_rng(1)
+    write_nifti(str(root / "studies" / "vol.nii.gz"), (50 + 100 * (rng.random((48, 56, 12)) > 0.7)).astype(np.float32))
+    conf = {"auto_labels": NAMES, "curriculum_min_score": 0, "pemed_auto_train": "true", "pemed_train_quiet_s": 1,
+            "auto_train_epochs": 1, "auto_train_samples": 4, "pemed_train_epochs": 1, "pemed_train_samples": 4,
+            "pemed_replay_maps": "none", "pemed_publish_gate": "off", **foundation}
+    with LocalServer(app, str(root / "studies"), str(root / "server.log"), conf=conf) as srv:
+        yield srv.url, root
+
+
+def test_a_name_saved_with_a_label_is_learnt_and_served(learning_server, tmp_path):
+    """A segment named in the saved label's label_info (as OHIF and Slicer send it) becomes a name
+    the automatic methods segment once the run the save starts has published: not listed and a 409
+    before, listed and answered after."""
+    import time
+
+    url, root = learning_server
+    label = np.zeros((48, 56, 12), np.uint8)
+    label[10:30, 12:40, 4:7] = 1  # drawn on three slices
+    write_nifti(str(tmp_path / "label.nii.gz"), label)
+    with open(tmp_path / "label.nii.gz", "rb") as f:
+        r = requests.put(f"{url}/datastore/label?image=vol&tag=final", timeout=60,
+                         files={"label": ("label.nii.gz", f), "params": (None, json.dumps(
+                             {"label_info": [{"name": "Lesion", "idx": 1}]}))})
+    assert r.status_code == 200, r.text
+    registry = json.loads((root / "app" / "model" / "auto_names.json").read_text())
+    assert "Lesion" in registry["learnt"]
+    r = infer(url, "curriculum", {"label": "Lesion", "slice": 5})
+    assert r.status_code == 409 and "still learning" in r.text, r.text
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        labels = requests.get(f"{url}/info/", timeout=10).json()["models"]["curriculum"]["labels"]
+        if "Lesion" in labels:
+            break
+        time.sleep(3)
+    assert labels == {"Thalamus_L": 1, "Putamen_L": 2, "Lesion": 3}, (root / "server.log").read_text()[-3000:]
+    r = infer(url, "curriculum", {"label": "Lesion", "slice": 5})
+    assert r.status_code == 200 and r.json()["value"] == 3, r.text

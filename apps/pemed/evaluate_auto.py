@@ -13,14 +13,16 @@ them as targets; the automatic models learned them by name), from 8 deep nuclei 
 gyrus, and the two temporal lobes.
 
 Rows: ``curriculum`` and its ablation (points only: the 8 predicted edge points as positive points;
-box; box + points; box + mask; the full curriculum; the curriculum with positive edge points),
+box; box + points; box + mask; the full curriculum; the curriculum with positive edge points), each
+with the box the served predictor uses (the edge points' bounds), and ``curriculum_detector_box`` /
+``curriculum_box_detector`` (the full curriculum and the box stage with the detector's box, the paper's),
 ``promise`` (APM + IPS), ``promise_no_ips`` (the frozen model with the APM's same 16 points, no
 pattern tokens), ``promise_gt`` / ``promise_gt_no_ips`` (8 + 8 points drawn from the ground
 truth), ``sam_gt_box`` (the foundation model with the ground truth's box), ``unet`` (the task-
 specific baseline), ``detector_mask`` (the map Curriculum's detector draws its box around),
-``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); the detector's box against the
-ground truth's (``detector_box_iou``: where Curriculum goes wrong before the foundation model sees
-a prompt) and the median distance in pixels from each predicted edge point to the true one
+``pemed_1`` / ``pemed_3`` (PE-MED after 1 and 3 protocol clicks); the served box and the
+detector's against the ground truth's (``box_iou``, ``detector_box_iou``: where Curriculum goes
+wrong before the foundation model sees a prompt) and the median distance in pixels from each predicted edge point to the true one
 (``edge_points_px``); and PE-MED's clicks to Dice 0.90 from scratch and after each automatic result
 (its mask as PE-MED's previous mask, the protocol's clicks on its errors; 20 if never). Scores: Dice
 and IoU per sample, means per structure and overall. The foundation model is ``--base`` (default:
@@ -121,10 +123,9 @@ def main(argv=None) -> int:
     sam = SAMPredictor(load_foundation(args.base, decoder=None if args.decoder == "none" else args.decoder)[0])
     own = lambda f: load_network(f, base_sam=sam.sam)[0] if f and os.path.isfile(f) else None  # noqa: E731
     decoder = own(m("curriculum_sam.pt"))  # None: the foundation model's decoder
-    curriculum = CurriculumPredictor(sam, load_network(m("curriculum_box.pt"))[0], load_network(m("curriculum_edges.pt"))[0], decoder,
-                                     min_score=0.0)
-    curriculum_pos = CurriculumPredictor(sam, curriculum.detector, curriculum.edges,
-                                         own(args.edge_positive_decoder) or decoder, min_score=0.0)
+    curriculum = CurriculumPredictor(sam, load_network(m("curriculum_edges.pt"))[0], decoder, min_score=0.0,
+                                     detector=load_network(m("curriculum_box.pt"))[0])
+    curriculum_pos = CurriculumPredictor(sam, curriculum.edges, own(args.edge_positive_decoder) or decoder, min_score=0.0)
     promise = ProMISePredictor(sam, load_network(m("promise.pt"), base_sam=sam.sam)[0])
     promise_points = ProMISePredictor(sam, own(args.promise_points)) if args.promise_points else None
     unet = own(m("task_unet.pt"))
@@ -138,6 +139,8 @@ def main(argv=None) -> int:
         masks = {f"curriculum_{s}": curriculum.segment(image, name, key, stages=s)
                  for s in ("points", "box", "box_points", "box_mask")}
         masks["curriculum"] = curriculum.segment(image, name, key)
+        masks["curriculum_detector_box"] = curriculum.segment(image, name, key, box_source="detector")
+        masks["curriculum_box_detector"] = curriculum.segment(image, name, key, stages="box", box_source="detector")
         masks["curriculum_positive_edges"] = curriculum_pos.segment(image, name, key, edge_positive=True)
         masks["promise"] = promise.segment(image, name, key)
         masks["promise_no_ips"] = promise.segment(image, name, key, use_ips=False)
@@ -151,7 +154,8 @@ def main(argv=None) -> int:
         gt_box = box_of(gt)
         box_logits = sam.predict(emb, box=gt_box).logits
         row = {"name": name, "source": source, "area": int(gt.sum()),
-               "detector_box_iou": box_iou(masks["curriculum"].box, gt_box),
+               "box_iou": box_iou(masks["curriculum"].box, gt_box),
+               "detector_box_iou": box_iou(masks["curriculum_detector_box"].box, gt_box),
                "edge_points_px": float(np.median([np.hypot(p.row - q.row, p.col - q.col) for p, q in
                                                   zip(masks["curriculum"].points, edge_points(gt))]))}
         for method, out in masks.items():
@@ -173,7 +177,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{i + 1}: {name} {source} area {row['area']}: curriculum {row['curriculum']['dice']:.3f} promise "
               f"{row['promise']['dice']:.3f} unet {row.get('unet', {}).get('dice', float('nan')):.3f} gt box {row['sam_gt_box']['dice']:.3f} "
-              f"pemed@1 {row['pemed_1']['dice']:.3f} box IoU {row['detector_box_iou']:.2f} ({time.time() - t0:.0f} s)",
+              f"pemed@1 {row['pemed_1']['dice']:.3f} box IoU {row['box_iou']:.2f} ({time.time() - t0:.0f} s)",
               flush=True)
 
     methods = [k for k, v in rows[0].items() if isinstance(v, dict)]
@@ -186,8 +190,8 @@ def main(argv=None) -> int:
         "by_source": {src: {k: mean([r for r in rows if r["source"].startswith(src)], k, "dice") for k in methods}
                       for src in ("synth", "ch2")},
         "per_structure": {n: {k: mean([r for r in rows if r["name"] == n], k, "dice") for k in methods} for n in names},
-        "detector_box_iou": float(np.mean([r["detector_box_iou"] for r in rows])),
-        "detector_box_iou_over_0.5": float(np.mean([r["detector_box_iou"] > 0.5 for r in rows])),
+        **{f"{k}{tail}": float(np.mean([f(r[k]) for r in rows])) for k in ("box_iou", "detector_box_iou")
+           for tail, f in (("", float), ("_over_0.5", lambda v: v > 0.5))},
         "edge_points_px_median": float(np.median([r["edge_points_px"] for r in rows])),
         "pemed_clicks_to_90": {c: float(np.mean([r[c] for r in rows])) for c in
                                ("pemed_clicks_to_90", "pemed_clicks_to_90_after_curriculum",
@@ -200,7 +204,8 @@ def main(argv=None) -> int:
     print("| method | Dice | IoU |\n|---|---|---|")
     for k, v in summary["mean"].items():
         print(f"| {k} | {v['dice']:.3f} | {v.get('iou', float('nan')):.3f} |")
-    print(json.dumps({k: summary[k] for k in ("detector_box_iou", "detector_box_iou_over_0.5", "edge_points_px_median",
+    print(json.dumps({k: summary[k] for k in ("box_iou", "box_iou_over_0.5", "detector_box_iou", "detector_box_iou_over_0.5",
+                                              "edge_points_px_median",
                                               "pemed_clicks_to_90")},
                      indent=1))
     return 0

@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Dict
 
+import numpy as np
 import requests
 
 from monailabel.interfaces.app import MONAILabelApp
@@ -42,8 +43,9 @@ from lib.activelearning.uncertainty import MostUncertain, PEMEDUncertaintyScorin
 from lib.configs.automatic import Curriculum, ProMISeConfig
 from lib.configs.pemed import PEMED
 from lib.continual import NewLabelWatcher, TrainingScheduler
-from lib.datastore import GuardedSaves, PEMEDDICOMWebDatastore, PEMEDLocalDatastore
+from lib.datastore import GuardedSaves, PEMEDDICOMWebDatastore, PEMEDLocalDatastore, read_array
 from lib.errors import InvalidRequest
+from lib.named_labels import segment_names
 
 logger = logging.getLogger(__name__)
 
@@ -203,13 +205,29 @@ class PEMEDApp(MONAILabelApp):
         return {**super().info(), "continual_training": {"enabled": self.auto_train, **self.continual.status()}}
 
     def on_save_label(self, image_id, label_id):
-        """A saved final label (not a draft) schedules fine-tuning on every final label."""
+        """A saved final label (not a draft) schedules fine-tuning on every final label; the names of
+        its segments join the automatic methods' names (lib/named_labels.py)."""
         super().on_save_label(image_id, label_id)
-        if self.auto_train and self.datastore().get_label_by_image_id(image_id, DefaultLabelTag.FINAL.value):
+        final = DefaultLabelTag.FINAL.value
+        if self.datastore().get_label_by_image_id(image_id, final):
+            self.learn_names(label_id)
+        if self.auto_train and self.datastore().get_label_by_image_id(image_id, final):
             self.continual.label_saved()
             if self.seg_watcher is not None:
                 self.seg_watcher.check(notify=False)  # the SEG just written is this save's
         return {"image": image_id, "label": label_id}
+
+    def learn_names(self, label_id: str) -> None:
+        """The saved label's segment names become names the automatic methods learn."""
+        store, final = self.datastore(), DefaultLabelTag.FINAL.value
+        info = store.get_label_info(label_id, final) or {}
+        try:
+            values = np.unique(read_array(store.get_label_uri(label_id, final), "label")[0]).tolist()
+        except InvalidRequest:  # a label this server does not read back (a DICOM SEG): the values its segments give
+            values = [s.get("idx", s.get("value")) for s in info.get("label_info") or [] if isinstance(s, dict)]
+        new = self.automatic[0].names.learn(segment_names(info, values).values())
+        if new:
+            logger.info(f"automatic methods: new names from label {label_id}: {new}")
 
     def init_infers(self) -> Dict[str, InferTask]:
         """PE-MED's tasks, and the automatic ones whose models exist (a client lists only what can run)."""
@@ -231,8 +249,11 @@ class PEMEDApp(MONAILabelApp):
         return trainers
 
     def continual_order(self):
-        """The trainers a saved label queues: PE-MED's first (clicks are what an annotator waits on)."""
-        return ["pemed"] + sorted(t for t in self._trainers if t != "pemed")
+        """The trainers a saved label queues: the edge-point network first (it learns the names saved
+        labels bring, and is the one model a new name needs: served about a minute after the save),
+        then PE-MED's (clicks are what an annotator waits on), then the rest."""
+        first = [t for t in ("curriculum_edges", "pemed") if t in self._trainers]
+        return first + sorted(t for t in self._trainers if t not in first)
 
     def init_scoring_methods(self) -> Dict[str, ScoringMethod]:
         """Scores every unlabeled image at start-up, after each training run and on next-sample

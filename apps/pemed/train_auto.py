@@ -29,7 +29,8 @@ from monai.utils import set_determinism  # noqa: E402
 
 from lib.automatic import load_network  # noqa: E402
 from lib.foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, SAMPredictor, load_foundation  # noqa: E402,E501
-from lib.configs.labels import AUTO_DEFAULT, structure_values  # noqa: E402
+from lib.configs.labels import AUTO_DEFAULT, STRUCTURES, structure_values  # noqa: E402
+from lib.named_labels import LEARNT_VALUE_BASE  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
@@ -42,30 +43,35 @@ METHODS = ("promise", "box", "edges", "curriculum_sam", "unet")
 DEFAULT_LR = {"promise": 1e-4, "box": 1e-3, "edges": 1e-3, "curriculum_sam": 1e-4, "unet": 1e-3}
 
 
-def build(method: str, names, values, args, out: str, run_dir: str, engine):
+def build(method: str, structures, args, out: str, run_dir: str, engine):
     """(trainer task, network) for ``method``, from ``--init`` when given."""
     common = dict(size=256, lr=args.lr or DEFAULT_LR[method], engine=engine, seed=args.seed, tracking=None,
                   resume_path=fresh_resume_path(out, args.resume), amp=args.device.startswith("cuda"),
                   train_save_interval=10 ** 9, num_workers=args.workers)
+    names = list(structures)
     if method == "unet":
         net = load_network(args.init)[0] if args.init else TaskUNet(names)
-        return TaskUNetTrain(run_dir, net, out, values, **common), net
+        return TaskUNetTrain(run_dir, net, out, structures, **common), net
     base = load_foundation(args.base, decoder=args.decoder if args.decoder != "none" else None)[0]
     init = load_network(args.init, base_sam=base)[0] if args.init else None
+    if hasattr(init, "with_names"):  # the names it knows (in its class order), then those of --names it does not
+        init = init.with_names(list(dict.fromkeys(init.names + names)))
+        learnt = iter(range(LEARNT_VALUE_BASE, 10 ** 6))  # names a server learnt: no engine draw shows them
+        structures = {n: structures.get(n) or STRUCTURES.get(n) or next(learnt) for n in init.names}
     embeddings = None
     if args.embeddings != "none":  # each slice's embedding computed once, then read from disk
         store = EmbeddingStore(args.embeddings, SAMPredictor(base, cache_mb=0), f"{args.base}|{base.spec.kind}")
-        embeddings = FoundationEmbeddingd(store, ",".join(map(str, values)))
+        embeddings = FoundationEmbeddingd(store, list(structures.values()))
     elif method in ("box", "edges"):
         raise ValueError(f"{method} is a head on the foundation model's cached embeddings: give --embeddings")
     if method == "promise":
         net = init or ProMISe(base, names, use_ips=not args.no_ips, base=args.base, box=args.box)
-        return ProMISeTrain(run_dir, net, out, values, embeddings=embeddings, **common), net
+        return ProMISeTrain(run_dir, net, out, structures, embeddings=embeddings, **common), net
     if method in ("box", "edges"):
         net = init or PromptHeatmapNet(names, method, size=base.spec.img_size)
-        return HeatmapTrain(run_dir, net, out, values, embeddings=embeddings, **common), net
+        return HeatmapTrain(run_dir, net, out, structures, embeddings=embeddings, **common), net
     net = init or with_own_decoder(base)
-    return CurriculumSAMTrain(run_dir, net, out, values, edge_positive=args.edge_positive, embeddings=embeddings,
+    return CurriculumSAMTrain(run_dir, net, out, structures, edge_positive=args.edge_positive, embeddings=embeddings,
                               **common), net
 
 
@@ -117,7 +123,7 @@ def main(argv=None) -> int:
         datalist = [{"seed": i, "fixed": True} for i in range(args.pool)]
     out = os.path.abspath(args.out)
     try:
-        task, net = build(args.method, names, values, args, out, os.path.splitext(out)[0] + "_run", engine)
+        task, net = build(args.method, dict(zip(names, values)), args, out, os.path.splitext(out)[0] + "_run", engine)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,10 +2,13 @@
 Serving (lib/infers/automatic.py) and evaluation (evaluate_auto.py) both call these.
 
 Both share one SAMPredictor (the foundation model and its cached image embeddings per (image,
-slice)). Curriculum Prompting: the detector's box -> the coarse mask; the edge-point network's 8
-points, labelled negative, with the coarse mask's logits as the mask prompt and no box -> the final
-mask, decoded by Curriculum's fine-tuned prompt encoder and mask decoder. ``stages`` gives the
-paper's ablation rows. ProMISe: the APM's 16 points and IPS's token shifts on the frozen model; the
+slice)). Curriculum Prompting: a box -> the coarse mask; the edge-point network's 8 points,
+labelled negative, with the coarse mask's logits as the mask prompt and no box -> the final mask,
+decoded by Curriculum's fine-tuned prompt encoder and mask decoder. ``stages`` gives the paper's
+ablation rows. The box (``box_source``): "edges", the bounds of the 8 edge points (they include the
+structure's extreme points in the four axis directions, so they bound it as DEXTR's extreme points
+do), or "detector", the box around the detector's map (the paper's). The edge points' box measures
+better (docs/foundation_model.md); the detector's peak still says whether the structure is there. ProMISe: the APM's 16 points and IPS's token shifts on the frozen model; the
 mask thresholded at 0.5, then a 5 x 5 morphological opening.
 """
 
@@ -19,11 +22,11 @@ from scipy import ndimage
 from .checkpoint import float32_state, load_checkpoint
 from .foundation import SAMPredictor, SliceEmbedding, load_decoder, load_foundation
 from .networks.baseline import TaskUNet
-from .networks.curriculum import PromptHeatmapNet, decode_box, decode_edges
+from .networks.curriculum import PromptHeatmapNet, decode_box
 from .networks.promise import ProMISe
 from .networks.sam import PromptableSAM
 from .predictor import Letterbox
-from .prompts.boxes import Box
+from .prompts.boxes import Box, heatmap_peaks
 from .prompts.clicks import Click
 
 def load_network(path: str, device: str = "cpu", base_sam: Optional[PromptableSAM] = None):
@@ -59,6 +62,7 @@ def load_network(path: str, device: str = "cpu", base_sam: Optional[PromptableSA
 
 
 STAGES = ("points", "box", "box_points", "box_mask", "curriculum")
+BOX_SOURCES = ("edges", "detector")
 OPENING = np.ones((5, 5), bool)
 
 
@@ -72,6 +76,12 @@ class AutoResult:
     coarse: Optional[np.ndarray] = None  # Curriculum's first-stage logits
 
 
+def bounds(points: Sequence[Click]) -> Box:
+    """The box (r0, c0, r1, c1) bounding these points."""
+    rows, cols = [p.row for p in points], [p.col for p in points]
+    return min(rows), min(cols), max(rows), max(cols)
+
+
 def from_network(box: Letterbox, row: float, col: float) -> Click:
     """A network-frame pixel -> the slice's pixel (the inverse of Letterbox.to_network)."""
     (oy, ox), (h, w) = box.offset, box.inner
@@ -81,16 +91,24 @@ def from_network(box: Letterbox, row: float, col: float) -> Click:
 
 
 class CurriculumPredictor:
-    def __init__(self, sam: SAMPredictor, detector: PromptHeatmapNet, edges: PromptHeatmapNet,
-                 decoder: Optional[PromptableSAM] = None, min_score: float = 0.2):
-        if detector.names != edges.names:
-            raise ValueError("the detector and the edge-point network were trained on different names")
-        if detector.size != sam.size or edges.size != sam.size:
-            raise ValueError(f"the detector and the edge-point network read another foundation model's embeddings "
-                             f"(input {detector.size}, not {sam.size}): train them again on this one")
-        self.sam, self.detector, self.edges = sam, detector.to(sam.device).eval(), edges.to(sam.device).eval()
+    """``edges``: the edge-point network, whose 8 points bound the box and whose peaks (their mean
+    probability) say whether the structure is on the slice (``min_score``); ``detector``: the
+    paper's box detector, needed only for ``box_source`` "detector"."""
+
+    def __init__(self, sam: SAMPredictor, edges: PromptHeatmapNet, decoder: Optional[PromptableSAM] = None,
+                 min_score: float = 0.2, detector: Optional[PromptHeatmapNet] = None, box_source: str = "edges"):
+        if box_source not in BOX_SOURCES:
+            raise ValueError(f"box_source must be one of {BOX_SOURCES}")
+        if box_source == "detector" and detector is None:
+            raise ValueError("the detector's box needs a detector")
+        heads = [edges] + ([detector] if detector is not None else [])
+        if any(h.size != sam.size for h in heads):
+            raise ValueError(f"the edge-point network or the detector reads another foundation model's embeddings "
+                             f"(input {edges.size}, not {sam.size}): train them again on this one")
+        self.sam, self.edges = sam, edges.to(sam.device).eval()
+        self.detector = detector.to(sam.device).eval() if detector is not None else None
         self.decoder = (decoder or sam.sam).to(sam.device).eval()  # Curriculum's fine-tuned prompt encoder / decoder
-        self.names, self.min_score = list(detector.names), min_score
+        self.names, self.min_score, self.box_source = list(edges.names), min_score, box_source
 
     def index(self, name: str) -> int:
         if name not in self.names:
@@ -100,26 +118,30 @@ class CurriculumPredictor:
     @torch.no_grad()
     def detector_map(self, emb: SliceEmbedding, name: str) -> np.ndarray:
         """The detector's logits of the structure in the slice's frame (what its box bounds)."""
-        logits = self.detector.name_maps(emb.embeddings, self.index(name))
+        logits = self.detector.name_maps(emb.embeddings, self.detector.names.index(name))
         return emb.box.network_to_image(logits)[0, 0].float().cpu().numpy()
 
     @torch.no_grad()
-    def prompts(self, emb: SliceEmbedding, name: str, edge_positive: bool = False):
-        """(box, score, edge points) in the slice's frame, from the detector and the edge-point network."""
-        index = self.index(name)
-        (r0, c0, r1, c1), score = decode_box(self.detector.name_maps(emb.embeddings, index)[0, 0].float().cpu().numpy())
+    def prompts(self, emb: SliceEmbedding, name: str, edge_positive: bool = False, box_source: str = ""):
+        """(box, score, edge points) in the slice's frame, the box from ``box_source`` (default the
+        predictor's): the edge points' bounds, scored by their peaks, or the detector's box and peak."""
+        edge_maps = self.edges.name_maps(emb.embeddings, self.index(name))[0].float().cpu().numpy()
+        peaks = heatmap_peaks(edge_maps)
+        points = [from_network(emb.box, r, c)._replace(positive=edge_positive) for r, c, _ in peaks]
+        if (box_source or self.box_source) == "edges":
+            return bounds(points), float(np.mean([1 / (1 + np.exp(-v)) for _, _, v in peaks])), points
+        detector_map = self.detector.name_maps(emb.embeddings, self.detector.names.index(name))
+        (r0, c0, r1, c1), score = decode_box(detector_map[0, 0].float().cpu().numpy())
         a, b = from_network(emb.box, r0, c0), from_network(emb.box, r1, c1)
-        edge_maps = self.edges.name_maps(emb.embeddings, index)[0].float().cpu().numpy()
-        points = [from_network(emb.box, p.row, p.col)._replace(positive=edge_positive) for p in decode_edges(edge_maps)]
         return (a.row, a.col, b.row, b.col), score, points
 
     def segment(self, image: np.ndarray, name: str, key: Optional[Hashable] = None, stages: str = "curriculum",
-                edge_positive: bool = False, box: Optional[Box] = None) -> AutoResult:
-        """``box``: a given box instead of the detector's (the ground truth's, in evaluation)."""
+                edge_positive: bool = False, box: Optional[Box] = None, box_source: str = "") -> AutoResult:
+        """``box``: a given box instead of the predicted one (the ground truth's, in evaluation)."""
         if stages not in STAGES:
             raise ValueError(f"stages must be one of {STAGES}")
         emb = self.sam.embed(image, key)
-        found, score, points = self.prompts(emb, name, edge_positive)
+        found, score, points = self.prompts(emb, name, edge_positive, box_source)
         box = found if box is None else box
         if score < self.min_score and stages != "points":
             empty = np.full(image.shape, -20.0, np.float32)
@@ -177,22 +199,39 @@ class ProMISePredictor:
         return AutoResult(out.logits, mask, box, shown)
 
 
+VOLUME_STEP = 10  # slices between two probes of a volume: a structure shorter than this may be missed
+
+
 def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key: Hashable,
-                   on_slice=None) -> Dict[str, object]:
-    """Every slice of ``volume`` along ``axis`` (``segment(slice, name, key)`` each) -> the 3D mask;
-    ``on_slice(index, result)`` sees each slice's result."""
+                   on_slice=None, step: int = VOLUME_STEP) -> Dict[str, object]:
+    """A volume along ``axis`` (``segment(slice, name, key)`` each) -> the 3D mask, without running
+    the image encoder on every slice: every ``step``-th slice is probed, then from each slice where
+    the structure was found its neighbours are segmented outward until a slice without it. A
+    structure spanning n slices costs about n + (slices / step) encoder passes, not every slice's.
+    ``on_slice(index, result)`` sees each segmented slice's result."""
+    n = volume.shape[axis]
+    results: Dict[int, AutoResult] = {}
+
+    def run(index: int) -> bool:
+        if index not in results:
+            results[index] = segment(np.take(volume, index, axis=axis), name, (image_key, axis, index))
+            if on_slice is not None:
+                on_slice(index, results[index])
+        return bool(results[index].mask.any())
+
+    frontier = [i for i in range(min(step // 2, n - 1), n, max(1, step)) if run(i)]
+    while frontier:
+        i = frontier.pop()
+        frontier += [j for j in (i - 1, i + 1) if 0 <= j < n and j not in results and run(j)]
     out = np.zeros(volume.shape, np.uint8)
     found = 0
-    for index in range(volume.shape[axis]):
-        result = segment(np.take(volume, index, axis=axis), name, (image_key, axis, index))
-        if on_slice is not None:
-            on_slice(index, result)
+    for index, result in results.items():
         if result.mask.any():
             sl = [slice(None)] * 3
             sl[axis] = index
             out[tuple(sl)] = result.mask
             found += 1
-    return {"mask": out, "slices_with_structure": found}
+    return {"mask": out, "slices_with_structure": found, "slices_segmented": len(results)}
 
 
 def as_previous_logits(mask: np.ndarray) -> torch.Tensor:

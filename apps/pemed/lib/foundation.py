@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from .checkpoint import float32_state, write_checkpoint
 from .errors import InvalidRequest
+from .named_labels import LEARNT_VALUE_BASE
 from .networks.sam import (SAM_KINDS, PromptableSAM, SAMSpec, boxes_tensor, build_sam, decode, encode,
                            points_tensor, spec_of, with_own_decoder)
 from .predictor import Letterbox
@@ -337,12 +338,13 @@ class FoundationEmbeddingd:
     """MONAI-style transform for trainers on cached embeddings: a 2D {"image", "label"} item (1, H, W)
     -> the image and label in the foundation model's input frame (its letterbox), with the slice's
     ``embedding`` (256, E, E) and APM ``features`` from the store, keyed by the engine draw's ``seed``
-    (items with ``fixed``: the same slice every epoch; ``tag`` names the draws' structures) or, for a
-    slice of a saved image, by its normalised pixels (the same slice, the same key, whatever file
-    or run it comes from)."""
+    and the atlas ``values`` it draws (items with ``fixed``: the same slice every epoch; a name
+    learnt from saved labels changes no draw) or, for a slice of a saved image, by its normalised
+    pixels (the same slice, the same key, whatever file or run it comes from)."""
 
-    def __init__(self, store: EmbeddingStore, tag: str = ""):
-        self.store, self.tag = store, tag
+    def __init__(self, store: EmbeddingStore, values: Sequence[int] = ()):
+        self.store = store
+        self.tag = ",".join(str(int(v)) for v in values if int(v) < LEARNT_VALUE_BASE)
 
     def __call__(self, data):
         d = dict(data)

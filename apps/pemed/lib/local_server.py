@@ -17,7 +17,7 @@ APP_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def copy_app(dest: str, checkpoint: Optional[str] = None) -> str:
     """A copy of apps/pemed at ``dest``, without training outputs; ``checkpoint`` becomes model/pemed.pt."""
     shutil.copytree(APP_DIR, dest, ignore=shutil.ignore_patterns("*_run", "__pycache__", "train_pemed", "train_curriculum_*", "train_promise",
-                                                                 "*_finetuned.pt"))
+                                                                 "*_finetuned.pt", "embeddings", "auto_names.json"))
     if checkpoint:
         os.makedirs(os.path.join(dest, "model"), exist_ok=True)
         shutil.copy(checkpoint, os.path.join(dest, "model", "pemed.pt"))

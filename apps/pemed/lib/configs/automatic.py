@@ -12,15 +12,21 @@ conf keys (``--conf key value``):
     sam_cache_mb     the embedding cache's bound in MB (default 1024)
     auto_labels      the structures the automatic methods segment, AAL or lobe names comma-separated
                      (lib/configs/labels.py; default AUTO_DEFAULT: the held-out structures, which the
-                     foundation model never saw as targets, and the temporal lobes)
-    curriculum_min_score  the detector's confidence below which a slice has no structure (default 0.3)
+                     foundation model never saw as targets, and the temporal lobes); every name a
+                     saved label brings is learnt beside them (model/auto_names.json; lib/named_labels.py)
+    curriculum_box_source  where Curriculum's first-stage box comes from: ``edges`` (default: the
+                     bounds of the edge-point network's 8 points) or ``detector`` (the paper's box
+                     detector, model/curriculum_box.pt)
+    curriculum_min_score  the confidence (the edge points' mean peak, or the detector's peak) below
+                     which a slice has no structure (default 0.3)
     auto_train_epochs, auto_train_samples, auto_train_replay  a fine-tuning run's epochs, draws per
                      epoch and share of engine draws replayed (defaults 4, 64, 0.5)
-Checkpoints: model/curriculum_box.pt, curriculum_edges.pt (Curriculum's detector and edge-point
-network, heads on the foundation model's embeddings), optionally curriculum_sam.pt (a prompt encoder
-/ decoder of Curriculum's own; without it, the foundation model's fine-tuned one) and
-model/promise.pt (APM + IPS); fine-tuning as labels arrive writes ``<name>_finetuned.pt`` beside
-each, which serving prefers. The trainers cache the embeddings of the slices they learn from in
+Checkpoints: model/curriculum_edges.pt (Curriculum's edge-point network, a head on the foundation
+model's embeddings), optionally curriculum_sam.pt (a prompt encoder / decoder of Curriculum's own;
+without it, the foundation model's fine-tuned one) and curriculum_box.pt (the box detector, for
+``curriculum_box_source detector``), and model/promise.pt (APM + IPS); fine-tuning as labels arrive
+writes ``<name>_finetuned.pt`` beside each, which serving prefers. The trainers grow the heads by
+the names learnt from saved labels, and cache the embeddings of the slices they learn from in
 model/embeddings.
 A ProMISe or Curriculum model is trained on one foundation model: after changing sam_checkpoint,
 train them again (apps/pemed/train_auto.py).
@@ -39,9 +45,21 @@ from ..foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, F
 from ..infers.automatic import AutomaticInfer, build_curriculum, build_promise
 from ..networks.sam import with_own_decoder
 from ..trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain
+from ..named_labels import NameRegistry
 from .labels import AUTO_DEFAULT, structure_values
 
 _FOUNDATIONS: Dict[tuple, FoundationModel] = {}
+_NAMES: Dict[str, NameRegistry] = {}
+NAMES_FILE = "auto_names.json"
+DEFAULT_MIN_SCORE = 0.3
+
+
+def name_registry(model_dir: str, configured) -> NameRegistry:
+    """The one registry of the automatic methods' names in this model folder, for every task."""
+    path = os.path.join(os.path.abspath(model_dir), NAMES_FILE)
+    if path not in _NAMES or _NAMES[path].configured != list(configured):
+        _NAMES[path] = NameRegistry(path, configured)
+    return _NAMES[path]
 
 
 def foundation(model_dir: str, conf) -> FoundationModel:
@@ -68,6 +86,7 @@ class AutomaticConfig(TaskConfig):
             self.labels = dict(zip(names, structure_values(names)))
         except ValueError as e:
             raise ValueError(f"auto_labels: {e}") from e
+        self.names = name_registry(model_dir, names)  # these, then the names saved labels bring
         self.foundation = foundation(model_dir, conf)
         self.groups = [[os.path.join(model_dir, f"{f}.pt"), os.path.join(model_dir, f"{f}_finetuned.pt")]
                        for f in self.files]
@@ -88,37 +107,43 @@ class AutomaticConfig(TaskConfig):
         every automatic trainer of this foundation model."""
         store = EmbeddingStore(os.path.join(self.model_dir, "embeddings"), SAMPredictor(base, cache_mb=0),
                                f"{self.foundation.source}|{base.spec.kind}")
-        return FoundationEmbeddingd(store, ",".join(map(str, self.labels.values())))
+        return FoundationEmbeddingd(store, list(self.names.values().values()))
 
     def train_options(self, group: int) -> dict:
         return dict(model_dir=os.path.join(self.model_dir, f"train_{self.files[group]}"),
-                    publish_path=self.groups[group][1], values=list(self.labels.values()), size=256, lr=1e-4,
+                    publish_path=self.groups[group][1], structures=self.names.values(), size=256, lr=1e-4,
                     modality=self.modality, config=dict(self.budget), publish_each_epoch=False,
                     replay_maps=self.replay_maps, replay_share=self.replay_share, amp=torch.cuda.is_available(),
                     tracking=None)
 
 
 class Curriculum(AutomaticConfig):
-    files = ("curriculum_box", "curriculum_edges", "curriculum_sam")
-    required = 2  # without a curriculum_sam of its own: the foundation model's fine-tuned decoder
+    files = ("curriculum_edges", "curriculum_box", "curriculum_sam")
+    required = 1  # the edge-point network (and the detector for its box); without a curriculum_sam of its own,
+    # the foundation model's decoder
+
+    @property
+    def box_source(self) -> str:
+        return self.conf.get("curriculum_box_source", "edges")
 
     def infer(self) -> Dict[str, InferTask]:
-        min_score = float(self.conf.get("curriculum_min_score", 0.3))
+        min_score = float(self.conf.get("curriculum_min_score", DEFAULT_MIN_SCORE))
         return {self.name: AutomaticInfer(
-            self.name, self.groups, self.foundation, self.labels, build_curriculum(min_score), self.modality,
-            "Curriculum Prompting: detector box -> coarse mask; 8 edge points (negative) + coarse mask -> mask",
-            required=self.required)}
+            self.name, self.groups, self.foundation, self.names, build_curriculum(min_score, self.box_source),
+            self.modality, "Curriculum Prompting: box -> coarse mask; 8 edge points (negative) + coarse mask -> mask",
+            required=self.required + (self.box_source == "detector"))}
 
     def trainer(self) -> Optional[Dict[str, TrainTask]]:
-        """Curriculum's three models, each its own training task (``curriculum_box``, ...)."""
-        if self.newest(0) is None or self.newest(1) is None or not self.foundation.exists():
+        """Curriculum's models, each its own training task (``curriculum_edges``, ...): the edge-point
+        network grown by the names learnt, the decoder, and the detector where it serves."""
+        if self.newest(0) is None or not self.foundation.exists():
             return None  # train them first with train_auto.py: fine-tuning needs a start
         base = self.foundation.load()
         embeddings = self.embeddings(base)
-        tasks = {}
-        for i in (0, 1):
-            tasks[self.files[i]] = HeatmapTrain(network=load_network(self.newest(i))[0], embeddings=embeddings,
-                                                **self.train_options(i))
+        names = self.names.names()
+        heads = (0, 1) if self.box_source == "detector" and self.newest(1) else (0,)
+        tasks = {self.files[i]: HeatmapTrain(network=load_network(self.newest(i))[0].with_names(names),
+                                             embeddings=embeddings, **self.train_options(i)) for i in heads}
         decoder = load_network(self.newest(2), base_sam=base)[0] if self.newest(2) else with_own_decoder(base)
         tasks[self.files[2]] = CurriculumSAMTrain(network=decoder, embeddings=embeddings, **self.train_options(2))
         return tasks
@@ -129,12 +154,12 @@ class ProMISeConfig(AutomaticConfig):
 
     def infer(self) -> Dict[str, InferTask]:
         return {self.name: AutomaticInfer(
-            self.name, self.groups, self.foundation, self.labels, build_promise, self.modality,
+            self.name, self.groups, self.foundation, self.names, build_promise, self.modality,
             "ProMISe: a frozen foundation model prompted by its Auto-Prompting Module and pattern tokens")}
 
     def trainer(self) -> Optional[Dict[str, TrainTask]]:
         if self.newest(0) is None or not self.foundation.exists():
             return None
         base = self.foundation.load()
-        return {self.name: ProMISeTrain(network=load_network(self.newest(0), base_sam=base)[0],
-                                        embeddings=self.embeddings(base), **self.train_options(0))}
+        network = load_network(self.newest(0), base_sam=base)[0].with_names(self.names.names())
+        return {self.name: ProMISeTrain(network=network, embeddings=self.embeddings(base), **self.train_options(0))}

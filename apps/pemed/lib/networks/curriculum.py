@@ -24,18 +24,16 @@ at the side S.
 Each training slice teaches every name: where it is, and that the absent ones are nowhere.
 """
 
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.losses import DiceLoss
 from monai.networks.nets import BasicUNet
 from scipy import ndimage
 from torch import nn
 
-from ..prompts.boxes import Box, box_of, edge_points, gaussian_heatmaps, heatmap_peaks
-from ..prompts.clicks import Click
+from ..prompts.boxes import Box, box_of, edge_points, gaussian_heatmaps
 
 HEADS = {"box": 1, "edges": 8}
 EDGE_SIGMA = 2.0  # pixels of the maps (128 px a side for a 256-px input)
@@ -83,6 +81,27 @@ class PromptHeatmapNet(nn.Module):
         logits = self.out(F.relu(self.trunk(x))) - HEAT_PRIOR
         return F.interpolate(logits, size=(self.map_size,) * 2, mode="bilinear", align_corners=False)
 
+    def with_names(self, names: Sequence[str]) -> "PromptHeatmapNet":
+        """This network for ``names`` (its own first, in its order, then new ones): the trunk and the
+        known names' output channels as they are; a new name's channels start as the mean of the
+        known names' (a structure somewhere, nowhere in particular), to be learnt from labels."""
+        names = list(names)
+        if names[:len(self.names)] != self.names:
+            raise ValueError("a network grows by new names after its own, in the same order")
+        if len(names) == len(self.names):
+            return self
+        grown = PromptHeatmapNet(names, self.head, self.size, self.channels, self.width)
+        grown.trunk.load_state_dict(self.trunk.state_dict())
+        old = len(self.names) * self.k
+        with torch.no_grad():
+            weight, bias = self.out.weight.view(len(self.names), self.k, -1), self.out.bias.view(len(self.names), self.k)
+            grown.out.weight[:old] = self.out.weight
+            grown.out.bias[:old] = self.out.bias
+            new = len(names) - len(self.names)
+            grown.out.weight[old:] = weight.mean(0, keepdim=True).expand(new, -1, -1).reshape(new * self.k, -1, 1, 1)
+            grown.out.bias[old:] = bias.mean(0, keepdim=True).expand(new, -1).reshape(-1)
+        return grown.to(self.out.weight.device)
+
     def name_maps(self, embeddings: torch.Tensor, index: int) -> torch.Tensor:
         """One name's maps (B, K, S, S) at the input's side S."""
         maps = self.forward(embeddings)
@@ -117,26 +136,29 @@ def decode_box(logits: np.ndarray) -> Tuple[Box, float]:
     return box_of(parts > 0), peak
 
 
-def decode_edges(maps: np.ndarray, positive: bool = False) -> List[Click]:
-    """(8, H, W) heatmaps -> the 8 edge points, labelled ``positive``."""
-    return [Click(r, c, positive) for r, c, _ in heatmap_peaks(maps)]
-
-
 class HeatmapLoss(nn.Module):
     """The box head: soft Dice over the batch per name plus BCE. The edge head: CenterNet's
-    penalty-reduced focal loss (alpha 2, beta 4), normalised by the number of peaks."""
+    penalty-reduced focal loss (alpha 2, beta 4), normalised by the number of peaks. A target of -1
+    marks a name the sample says nothing about (a saved label that names other structures): no loss."""
 
     def __init__(self, head: str):
         super().__init__()
         self.head = head
-        self.dice = DiceLoss(sigmoid=True, batch=True)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred = pred.float()
+        known = (target >= 0).float()
+        target = target.clamp(min=0)
         if self.head == "box":  # (B, N, ...): each name a channel of the batch Dice
-            return self.dice(pred, target) + F.binary_cross_entropy_with_logits(pred, target)
+            p = torch.sigmoid(pred) * known
+            dims = [0] + list(range(2, pred.ndim))
+            inter, total = (p * target).sum(dims), (p + target).sum(dims)
+            seen = known.sum(dims) > 0
+            dice = 1 - (2 * inter + 1e-5) / (total + 1e-5)
+            bce = F.binary_cross_entropy_with_logits(pred, target, weight=known, reduction="sum") / known.sum().clamp(min=1)
+            return (dice[seen].mean() if seen.any() else pred.sum() * 0) + bce
         p = torch.sigmoid(pred).clamp(1e-4, 1 - 1e-4)
         peak = (target > 0.99).float()
         pos = -((1 - p) ** 2) * torch.log(p) * peak
-        neg = -((1 - target) ** 4) * (p ** 2) * torch.log(1 - p) * (1 - peak)
+        neg = -((1 - target) ** 4) * (p ** 2) * torch.log(1 - p) * (1 - peak) * known
         return (pos.sum() + neg.sum()) / peak.sum().clamp(min=1)

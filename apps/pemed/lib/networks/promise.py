@@ -128,6 +128,22 @@ class ProMISe(nn.Module):
         low, _ = decode(self.sam, embeddings, points, boxes, token_shift=shift)
         return F.interpolate(low, size=image.shape[-2:], mode="bilinear", align_corners=False)
 
+    def with_names(self, names: Sequence[str]) -> "ProMISe":
+        """This ProMISe for ``names`` (its own first, then new ones): a new name's embeddings in the
+        APM and IPS start as the mean of the known names'."""
+        names = list(names)
+        if names[:len(self.names)] != self.names:
+            raise ValueError("a network grows by new names after its own, in the same order")
+        if len(names) == len(self.names):
+            return self
+        grown = ProMISe(self.sam, names, self.use_ips, self.base, self.box)
+        state = self.new_modules().state_dict()
+        for key in [k for k in state if k.endswith("name_embed.weight")]:
+            old = state[key]
+            state[key] = torch.cat([old, old.mean(0, keepdim=True).expand(len(names) - len(self.names), -1)])
+        grown.new_modules().load_state_dict(state)
+        return grown.to(next(self.apm.parameters()).device)
+
     def prompts(self, blocks: Sequence[torch.Tensor], names: torch.Tensor):
         """The APM's prompts: (SAM's points (coords (B, N, 2) as x, y; labels (B, N)), the box
         (B, 4) as x0, y0, x1, y1, or None without ``box``)."""

@@ -9,12 +9,15 @@ structure becomes the target and the image the [image, name plane] input (lib/tr
 Left-right flips would swap a structure's side, so these trainers never flip.
 """
 
-from typing import Optional, Sequence
+from typing import Dict, List, Optional
+
+import os
 
 import numpy as np
 import torch
 from monai.handlers import MeanSquaredError, from_engine
 from monai.losses import DiceCELoss
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, EnsureTyped, LoadImaged, Resized,
                               SpatialPadd)
 
@@ -23,17 +26,20 @@ from ..networks.curriculum import HeatmapLoss
 from ..networks.promise import ProMISe
 from ..prompts.boxes import box_of, edge_points, jitter_box
 from ..prompts.clicks import Click
-from ..transforms.named import HeatmapTargetd, PickNamed, ToClassIndicesd
+from ..named_labels import LEARNT_VALUE_BASE
+from ..transforms.named import HeatmapTargetd, KnownOnlyd, NamedClassesd, PickNamed
 from ..transforms.transforms import MatchChannelsd, RandStructureSliced, intensity_transform
 from .pemed import PEMEDTrain, _EitherSourced
 from .sam import SAMPromptSimulation, SAMTrain, _tensor, finish_iteration
 
 
 class NamedStructures:
-    """The data of the automatic methods (a mixin before PEMEDTrain): ``values`` are the atlas
-    values of the names, in order; ``pick`` False keeps the class map (every name at once: the baseline, the heatmap networks)."""
+    """The data of the automatic methods (a mixin before PEMEDTrain): ``structures`` are the names
+    and their values (lib/named_labels.py), in class order; ``pick`` False keeps the class map
+    (every name at once: the baseline, the heatmap networks). Saved labels name their values with
+    the ``label_info`` their client sent (``pre_process``)."""
 
-    values: Sequence[int] = ()
+    structures: Dict[str, int] = {}
     pick: bool = True
     target_transforms: list = []
     embeddings = None  # a FoundationEmbeddingd: samples in the foundation model's frame, embeddings cached
@@ -50,13 +56,24 @@ class NamedStructures:
                            SpatialPadd(keys=spatial, spatial_size=(self.size, self.size))] + list(self.target_transforms)
         if self.engine is not None:
             return [NamedDrawd(self.engine, self.values), to_tensors] + tail
+        # saved labels: one slice along the axis they were drawn along, holding a structure they name,
+        # normalised as serving normalises it (the whole image, then the slice)
         saved = [LoadImaged(keys=spatial), EnsureChannelFirstd(keys=spatial), MatchChannelsd(keys="image", channels=1),
-                 ToClassIndicesd(keys="label", values=self.values), RandStructureSliced(keys=spatial), to_tensors,
-                 intensity_transform(self.modality, "image")] + tail
+                 NamedClassesd(self.structures), to_tensors, intensity_transform(self.modality, "image"),
+                 RandStructureSliced(keys=spatial)] + tail
         replay = self.replay_engine()
         if replay is None:
             return saved
         return [_EitherSourced(Compose([NamedDrawd(replay, self.values), to_tensors] + tail), Compose(saved))]
+
+    @property
+    def values(self):
+        return tuple(self.structures.values())
+
+    def pre_process(self, request, datastore):
+        """The saved labels, each with the segments its client named (``label_info``)."""
+        items = super().pre_process(request, datastore)
+        return items if datastore is None else with_label_info(items, datastore)
 
     def partition_datalist(self, context, shuffle=False):
         """With cached embeddings, the engine is replayed from a fixed pool of ``replay_pool`` draws
@@ -76,6 +93,18 @@ class NamedStructures:
 
     def val_iteration_update(self, context):
         return CachedFeaturesStep(self.forward_cached, False) if self.embeddings is not None else None
+
+
+def with_label_info(items: List[dict], datastore) -> List[dict]:
+    """The datastore's training items, each with its final label's ``label_info`` (None without)."""
+    final = DefaultLabelTag.FINAL.value
+    info_by_path = {}
+    for image_id in datastore.get_labeled_images():
+        label_id = datastore.get_label_by_image_id(image_id, final)
+        if label_id:
+            segments = (datastore.get_label_info(label_id, final) or {}).get("label_info")
+            info_by_path[os.path.realpath(datastore.get_label_uri(label_id, final))] = segments
+    return [dict(d, label_info=info_by_path.get(os.path.realpath(d["label"]))) for d in items]
 
 
 class CachedFeaturesStep:
@@ -104,9 +133,9 @@ class CachedFeaturesStep:
 class ProMISeTrain(NamedStructures, PEMEDTrain):
     """Only the APM and IPS learn (Adam); every foundation-model weight stays as it was. BCE + soft Dice."""
 
-    def __init__(self, model_dir: str, network: ProMISe, publish_path: str, values: Sequence[int], embeddings=None,
+    def __init__(self, model_dir: str, network: ProMISe, publish_path: str, structures: Dict[str, int], embeddings=None,
                  **kwargs):
-        self.values, self.embeddings = tuple(values), embeddings
+        self.structures, self.embeddings = dict(structures), embeddings
         kwargs.setdefault("description", "Train ProMISe's Auto-Prompting Module and pattern tokens")
         super().__init__(model_dir, network, publish_path, **kwargs)
 
@@ -127,9 +156,11 @@ class HeatmapTrain(NamedStructures, PEMEDTrain):
 
     pick = False
 
-    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], embeddings=None, **kwargs):
-        self.values = tuple(values)
-        self.target_transforms = [HeatmapTargetd(network.head, len(self.values), size=network.map_size)]
+    def __init__(self, model_dir: str, network, publish_path: str, structures: Dict[str, int], embeddings=None, **kwargs):
+        self.structures = dict(structures)
+        replay_known = [v < LEARNT_VALUE_BASE for v in self.values]
+        self.target_transforms = [HeatmapTargetd(network.head, len(self.values), size=network.map_size,
+                                                 replay_known=replay_known)]
         self.embeddings = embeddings
         kwargs["size"] = network.size  # the foundation model's input side
         kwargs.setdefault("description", f"Train Curriculum Prompting's {network.head} network")
@@ -142,11 +173,11 @@ class HeatmapTrain(NamedStructures, PEMEDTrain):
         return HeatmapLoss(self._network.head)
 
     # The detector's maps are masks: PE-MED's threshold and Dice metrics. The edge heatmaps: the
-    # squared error of their probabilities.
+    # squared error of their probabilities. Either over what the samples say (no -1 targets).
     def train_post_transforms(self, context):
         if self._network.head == "box":
-            return super().train_post_transforms(context)
-        return [Activationsd(keys="pred", sigmoid=True)]
+            return super().train_post_transforms(context) + [KnownOnlyd()]
+        return [Activationsd(keys="pred", sigmoid=True), KnownOnlyd()]
 
     def train_key_metric(self, context):
         if self._network.head == "box":
@@ -164,8 +195,8 @@ class TaskUNetTrain(NamedStructures, PEMEDTrain):
 
     pick = False
 
-    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], **kwargs):
-        self.values = tuple(values)
+    def __init__(self, model_dir: str, network, publish_path: str, structures: Dict[str, int], **kwargs):
+        self.structures = dict(structures)
         kwargs["size"] = network.size
         kwargs.setdefault("description", "Train the task-specific UNet baseline")
         super().__init__(model_dir, network, publish_path, **kwargs)
@@ -216,9 +247,9 @@ class CurriculumSAMTrain(NamedStructures, SAMTrain):
     """Fine-tunes the foundation model's prompt encoder and mask decoder (AdamW) for Curriculum's
     prompts; the image encoder is frozen and shared with the base model."""
 
-    def __init__(self, model_dir: str, network, publish_path: str, values: Sequence[int], edge_positive: bool = False,
-                 embeddings=None, **kwargs):
-        self.values, self.edge_positive, self.embeddings = tuple(values), edge_positive, embeddings
+    def __init__(self, model_dir: str, network, publish_path: str, structures: Dict[str, int],
+                 edge_positive: bool = False, embeddings=None, **kwargs):
+        self.structures, self.edge_positive, self.embeddings = dict(structures), edge_positive, embeddings
         kwargs.setdefault("trainable", ["prompt_encoder", "mask_decoder"])
         kwargs.setdefault("description", "Fine-tune SAM's prompt encoder and decoder for Curriculum Prompting")
         super().__init__(model_dir, network, publish_path, **kwargs)

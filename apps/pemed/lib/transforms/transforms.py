@@ -93,9 +93,19 @@ class MatchChannelsd(MapTransform):
         return d
 
 
+def annotated_axis(labelled: np.ndarray) -> Optional[int]:
+    """The axis a label was drawn along slice by slice, if it was: the one along which its voxels
+    lie on at most a third as many slices as along the next (one slice drawn in OHIF: 1 against
+    the structure's extent). Slices across it would show lines of label in unlabelled surroundings."""
+    counts = [int((labelled.sum(axis=tuple(a for a in range(3) if a != axis)) > 0).sum()) for axis in range(3)]
+    order = np.argsort(counts)
+    return int(order[0]) if counts[order[0]] > 0 and 3 * counts[order[0]] <= counts[order[1]] else None
+
+
 class RandStructureSliced(Randomizable, MapTransform):
-    """From a channel-first 3D image/label pair, keep one 2D slice (random axis) that holds at least
-    one allowed structure; 2D pairs pass through unchanged."""
+    """From a channel-first 3D image/label pair, keep one 2D slice (random axis; the annotated axis
+    of a label drawn slice by slice) that holds at least one allowed structure; 2D pairs pass
+    through unchanged."""
 
     def __init__(self, keys: KeysCollection, label_key: str = "label", exclude: Iterable[int] = (), min_area: int = 30):
         super().__init__(keys)
@@ -109,7 +119,8 @@ class RandStructureSliced(Randomizable, MapTransform):
         if label.ndim != 4:
             return d
         allowed = (label[0] > 0) & ~np.isin(label[0], self.exclude)
-        axis = int(self.R.randint(3))
+        axis = annotated_axis(label[0] > 0)
+        axis = int(self.R.randint(3)) if axis is None else axis
         areas = allowed.sum(axis=tuple(a for a in range(3) if a != axis))
         candidates = np.flatnonzero(areas >= self.min_area)
         if candidates.size == 0:

@@ -138,6 +138,7 @@ def main(argv=None) -> int:
 
 def plot(summary: dict, path: str) -> None:
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -148,8 +149,11 @@ def plot(summary: dict, path: str) -> None:
           xticklabels=ks, title=f"curriculum learns '{summary['name']}'")
     b.plot(ks, [c["noc90_from_auto"] for c in summary["curve"]], "o-", label="PE-MED from the automatic mask")
     b.plot(ks, [c["noc90_from_scratch"] for c in summary["curve"]], "s--", label="PE-MED from scratch")
-    b.set(xlabel="labelled slices saved", ylabel="clicks to Dice 0.90", xscale="log", xticks=ks, xticklabels=ks)
+    b.set(xlabel="labelled slices saved", ylabel="clicks to Dice 0.90", xscale="log", xticks=ks, xticklabels=ks,
+          ylim=(0, 20))
     b.legend(fontsize=8)
+    for axes in (a, b):
+        axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

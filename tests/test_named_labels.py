@@ -107,3 +107,18 @@ def test_a_label_drawn_slice_by_slice_is_read_along_its_axis():
         t.set_random_state(seed)
         out = t({"image": np.zeros((1,) + label.shape, np.float32), "label": label[None]})
         assert out["label"].shape == (1, 40, 50) and (out["label"] == 5).sum() == 400
+
+
+def test_a_published_half_checkpoint_loads_as_the_network_it_came_from(tmp_path):
+    from lib.automatic import load_network
+    from lib.checkpoint import publish_half, save_checkpoint
+    from lib.networks.curriculum import PromptHeatmapNet
+
+    torch.manual_seed(0)
+    net = PromptHeatmapNet(["A"], "edges", size=64, channels=16, width=8)
+    save_checkpoint(str(tmp_path / "full.pt"), net)
+    publish_half(str(tmp_path / "full.pt"), str(tmp_path / "half.pt"))
+    loaded = load_network(str(tmp_path / "half.pt"))[0]
+    assert loaded.names == ["A"] and (tmp_path / "half.pt").stat().st_size < 0.6 * (tmp_path / "full.pt").stat().st_size
+    for key, value in net.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value.half().float() if value.is_floating_point() else value)

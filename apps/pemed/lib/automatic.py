@@ -208,7 +208,9 @@ def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key:
     the image encoder on every slice: every ``step``-th slice is probed, then from each slice where
     the structure was found its neighbours are segmented outward until a slice without it. A
     structure spanning n slices costs about n + (slices / step) encoder passes, not every slice's.
-    ``on_slice(index, result)`` sees each segmented slice's result."""
+    The 3D mask keeps its largest connected part (a named structure is one object; a slice
+    wrongly taken for one of its own adds a part apart). ``on_slice(index, result)`` sees each
+    segmented slice's result."""
     n = volume.shape[axis]
     results: Dict[int, AutoResult] = {}
 
@@ -224,13 +226,14 @@ def segment_volume(segment, volume: np.ndarray, axis: int, name: str, image_key:
         i = frontier.pop()
         frontier += [j for j in (i - 1, i + 1) if 0 <= j < n and j not in results and run(j)]
     out = np.zeros(volume.shape, np.uint8)
-    found = 0
     for index, result in results.items():
-        if result.mask.any():
-            sl = [slice(None)] * 3
-            sl[axis] = index
-            out[tuple(sl)] = result.mask
-            found += 1
+        sl = [slice(None)] * 3
+        sl[axis] = index
+        out[tuple(sl)] = result.mask
+    parts, n = ndimage.label(out)
+    if n > 1:
+        out = (parts == 1 + int(np.argmax(ndimage.sum(out, parts, range(1, n + 1))))).astype(np.uint8)
+    found = int((out.sum(axis=tuple(a for a in range(3) if a != axis)) > 0).sum())
     return {"mask": out, "slices_with_structure": found, "slices_segmented": len(results)}
 
 

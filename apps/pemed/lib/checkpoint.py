@@ -37,6 +37,16 @@ def write_checkpoint(path: str, description: dict, network: torch.nn.Module, met
         raise
 
 
+def publish_half(src: str, dst: str) -> None:
+    """Any checkpoint of the app, its floating-point weights stored as float16 at ``dst`` (atomically):
+    how the bundled models live in git at half the bytes."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+    tmp = dst + ".tmp"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, dst)
+
+
 def float32_state(state: dict) -> dict:
     """A state dict with its floating-point tensors in float32 (checkpoints may store float16)."""
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

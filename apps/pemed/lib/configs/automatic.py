@@ -17,10 +17,12 @@ conf keys (``--conf key value``):
     curriculum_box_source  where Curriculum's first-stage box comes from: ``edges`` (default: the
                      bounds of the edge-point network's 8 points) or ``detector`` (the paper's box
                      detector, model/curriculum_box.pt)
-    curriculum_min_score  the confidence (the edge points' mean peak, or the detector's peak) below
-                     which a slice has no structure (default 0.3)
-    auto_train_epochs, auto_train_samples, auto_train_replay  a fine-tuning run's epochs, draws per
-                     epoch and share of engine draws replayed (defaults 4, 64, 0.5)
+    curriculum_min_score  the confidence (the edge points' mean peak probability, or the detector's
+                     peak) below which a slice has no structure (default 0.15: on the ch2bet volume's
+                     axial slices, 85% of the slices holding a structure pass, 17% of those without)
+    auto_train_epochs, auto_train_samples, auto_train_replay, auto_train_head_lr  a fine-tuning
+                     run's epochs, draws per epoch, share of engine draws replayed and the heads' Adam
+                     learning rate (defaults 4, 64, 0.5, 1e-3; the decoder and ProMISe 1e-4)
 Checkpoints: model/curriculum_edges.pt (Curriculum's edge-point network, a head on the foundation
 model's embeddings), optionally curriculum_sam.pt (a prompt encoder / decoder of Curriculum's own;
 without it, the foundation model's fine-tuned one) and curriculum_box.pt (the box detector, for
@@ -51,7 +53,10 @@ from .labels import AUTO_DEFAULT, structure_values
 _FOUNDATIONS: Dict[tuple, FoundationModel] = {}
 _NAMES: Dict[str, NameRegistry] = {}
 NAMES_FILE = "auto_names.json"
-DEFAULT_MIN_SCORE = 0.3
+DEFAULT_MIN_SCORE = 0.15
+# heads on the embedding, trained as they were first trained (Adam 1e-3): a name new to them must be
+# learnt from a few dozen steps (1e-4 left a new name's maps where they started)
+HEADS = ("curriculum_edges", "curriculum_box")
 
 
 def name_registry(model_dir: str, configured) -> NameRegistry:
@@ -94,6 +99,7 @@ class AutomaticConfig(TaskConfig):
         self.budget = {"max_epochs": int(conf.get("auto_train_epochs", 4)),
                        "samples_per_epoch": int(conf.get("auto_train_samples", 64))}
         self.replay_share = float(conf.get("auto_train_replay", 0.5))
+        self.head_lr = float(conf.get("auto_train_head_lr", 1e-3))
         replay = conf.get("pemed_replay_maps", os.path.join(model_dir, "colin27_maps.npz"))
         self.replay_maps = "" if replay.lower() == "none" else replay
         self.modality = conf.get("pemed_modality", "auto")
@@ -111,7 +117,8 @@ class AutomaticConfig(TaskConfig):
 
     def train_options(self, group: int) -> dict:
         return dict(model_dir=os.path.join(self.model_dir, f"train_{self.files[group]}"),
-                    publish_path=self.groups[group][1], structures=self.names.values(), size=256, lr=1e-4,
+                    publish_path=self.groups[group][1], structures=self.names.values(), size=256,
+                    lr=self.head_lr if self.files[group] in HEADS else 1e-4,
                     modality=self.modality, config=dict(self.budget), publish_each_epoch=False,
                     replay_maps=self.replay_maps, replay_share=self.replay_share, amp=torch.cuda.is_available(),
                     tracking=None)

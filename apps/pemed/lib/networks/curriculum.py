@@ -1,6 +1,8 @@
-"""Curriculum Prompting's prompt generators: a box detector and an edge-point network, each a small
+"""Curriculum Prompting's prompt generators: an edge-point network and a box detector, each a small
 head on the foundation model's image embedding predicting maps of every named structure
-(papers/curriculum-prompting.txt; REFERENCE.md).
+(papers/curriculum-prompting.txt; REFERENCE.md). Served, the edge points give the first stage's box
+too (their bounds: lib/automatic.py), which measured far better than the detector's box (mean IoU
+0.44 against 0.18, docs/automatic.md); the detector stays for the paper's form.
 
 The paper fine-tunes pretrained networks (Grounding DINO for boxes, HRNet for keypoints). Here the
 pretrained part is the foundation model's frozen image encoder (LiteMedSAM's, trained on a million
@@ -21,7 +23,10 @@ structure, one instance per slice, so the detector needs no anchors, proposals o
 Input: the image embeddings (B, 256, E, E) -> every name's maps (B, N * K, S/2, S/2) as logits, S the
 foundation model's input side, in its input frame (its letterbox); ``name_maps`` picks one name's
 at the side S.
-Each training slice teaches every name: where it is, and that the absent ones are nowhere.
+Each training slice teaches every name it says something about: where it is, and that the absent
+ones are nowhere (a saved label that names some structures says nothing of the others: their
+targets are -1, and the loss skips them). ``with_names`` grows a network by names learnt from
+saved labels.
 """
 
 from typing import Sequence, Tuple

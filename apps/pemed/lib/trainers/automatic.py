@@ -28,7 +28,7 @@ from ..prompts.boxes import box_of, edge_points, jitter_box
 from ..prompts.clicks import Click
 from ..named_labels import LEARNT_VALUE_BASE
 from ..transforms.named import HeatmapTargetd, KnownOnlyd, NamedClassesd, PickNamed
-from ..transforms.transforms import MatchChannelsd, RandStructureSliced, intensity_transform
+from ..transforms.transforms import MatchChannelsd, Memoized, RandStructureSliced, intensity_transform
 from .pemed import PEMEDTrain, _EitherSourced
 from .sam import SAMPromptSimulation, SAMTrain, _tensor, finish_iteration
 
@@ -58,9 +58,10 @@ class NamedStructures:
             return [NamedDrawd(self.engine, self.values), to_tensors] + tail
         # saved labels: one slice along the axis they were drawn along, holding a structure they name,
         # normalised as serving normalises it (the whole image, then the slice)
-        saved = [LoadImaged(keys=spatial), EnsureChannelFirstd(keys=spatial), MatchChannelsd(keys="image", channels=1),
-                 NamedClassesd(self.structures), to_tensors, intensity_transform(self.modality, "image"),
-                 RandStructureSliced(keys=spatial)] + tail
+        read = Memoized(Compose([LoadImaged(keys=spatial), EnsureChannelFirstd(keys=spatial),
+                                 MatchChannelsd(keys="image", channels=1), NamedClassesd(self.structures), to_tensors,
+                                 intensity_transform(self.modality, "image")]))
+        saved = [read, RandStructureSliced(keys=spatial)] + tail
         replay = self.replay_engine()
         if replay is None:
             return saved

@@ -1,6 +1,8 @@
 """Transforms MONAI lacks: class-agnostic target selection, 2D slice picking, crops around the
 target, channel matching and per-modality intensity normalisation built from MONAI's own transforms."""
 
+import threading
+from collections import OrderedDict
 from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
@@ -100,6 +102,30 @@ def annotated_axis(labelled: np.ndarray) -> Optional[int]:
     counts = [int((labelled.sum(axis=tuple(a for a in range(3) if a != axis)) > 0).sum()) for axis in range(3)]
     order = np.argsort(counts)
     return int(order[0]) if counts[order[0]] > 0 and 3 * counts[order[0]] <= counts[order[1]] else None
+
+
+class Memoized:
+    """A deterministic transform's result per item (by its image and label paths), the last ``size``
+    kept: a saved volume is read, named and normalised once per run, not once per slice drawn from
+    it (behind a random choice of source, MONAI's CacheDataset caches nothing)."""
+
+    def __init__(self, transform, size: int = 8):
+        self.transform, self.size = transform, size
+        self._cache: "OrderedDict[tuple, dict]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, data):
+        key = (str(data.get("image")), str(data.get("label")))
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return dict(self._cache[key])
+        out = self.transform(data)
+        with self._lock:
+            self._cache[key] = out
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return dict(out)
 
 
 class RandStructureSliced(Randomizable, MapTransform):

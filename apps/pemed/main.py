@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from typing import Dict
 
 import numpy as np
@@ -186,6 +188,9 @@ class PEMEDApp(MONAILabelApp):
         for task in self._infers.values():
             if task.is_valid():
                 task.predictor(name_to_device(task.config().get("device")))
+        warm = self._trainers.get("curriculum_edges")
+        if self.auto_train and warm is not None:  # the first save's run then starts training at once
+            threading.Thread(target=self._warm_replay, args=(warm,), name="pemed-warm-replay", daemon=True).start()
         poll_s = float(self.conf.get("pemed_seg_poll_s", 30))
         store = self.datastore()
         if poll_s > 0 and isinstance(store, PEMEDDICOMWebDatastore):
@@ -200,6 +205,16 @@ class PEMEDApp(MONAILabelApp):
                 return {ds["0020000E"]["Value"][0] for ds in found}
 
             self.seg_watcher = NewLabelWatcher(seg_series, new_labels, poll_s).start()
+
+    @staticmethod
+    def _warm_replay(trainer) -> None:
+        try:
+            t0 = time.monotonic()
+            logger.info("automatic methods: encoding the replayed engine draws for continual training")
+            n = trainer.warm_replay()
+            logger.info(f"automatic methods: {n} replayed draws encoded in {time.monotonic() - t0:.0f} s")
+        except Exception:  # the first run encodes them itself
+            logger.exception("automatic methods: the replayed draws could not be encoded ahead")
 
     def info(self):
         return {**super().info(), "continual_training": {"enabled": self.auto_train, **self.continual.status()}}

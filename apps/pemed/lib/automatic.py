@@ -7,9 +7,10 @@ labelled negative, with the coarse mask's logits as the mask prompt and no box -
 decoded by Curriculum's fine-tuned prompt encoder and mask decoder. ``stages`` gives the paper's
 ablation rows. The box (``box_source``): "edges", the bounds of the 8 edge points (they include the
 structure's extreme points in the four axis directions, so they bound it as DEXTR's extreme points
-do), or "detector", the box around the detector's map (the paper's). The edge points' box measures
-better (docs/foundation_model.md); the detector's peak still says whether the structure is there. ProMISe: the APM's 16 points and IPS's token shifts on the frozen model; the
-mask thresholded at 0.5, then a 5 x 5 morphological opening.
+do), or "detector", the box around the detector's map (the paper's); the edge points' box measures
+better (docs/automatic.md), and their peaks say whether the structure is on the slice. ProMISe: the
+APM's 16 points (and box) and IPS's token shifts on the frozen model; the mask thresholded at 0.5,
+then a 5 x 5 morphological opening.
 """
 
 from dataclasses import dataclass, field

@@ -84,6 +84,19 @@ class NamedStructures:
             train = [d for d in train if "seed" not in d] + [{"seed": i, "fixed": True} for i in range(self.replay_pool)]
         return train, val
 
+    def warm_replay(self) -> int:
+        """Encode the replay pool into the embedding store now (the server does it in the background
+        at start-up), so the first run a save starts pays no encoder pass for it; the number of
+        draws encoded."""
+        replay = self.replay_engine()
+        if self.embeddings is None or replay is None:
+            return 0
+        before = self.embeddings.store.predictor.encoder_passes
+        draw = Compose([NamedDrawd(replay, self.values), EnsureTyped(keys=("image", "label"), track_meta=False)])
+        for seed in range(self.replay_pool):
+            self.embeddings(draw({"seed": seed, "fixed": True}))
+        return self.embeddings.store.predictor.encoder_passes - before
+
     def forward_cached(self, network, image, features):
         """The network on a batch whose foundation-model features are cached (``embeddings``)."""
         raise NotImplementedError

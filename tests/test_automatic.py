@@ -333,8 +333,8 @@ def test_promise_training_changes_only_its_new_modules(tmp_path, tiny_sam):
     network = ProMISe(tiny_sam, ["Putamen_L", "Thalamus_L"])
     before = {k: v.clone() for k, v in tiny_sam.state_dict().items()}
     new_before = {k: v.clone() for k, v in network.new_modules().state_dict().items()}
-    task = ProMISeTrain(str(tmp_path / "run"), network, str(tmp_path / "promise.pt"), [73, 77], engine=engine,
-                        lr=1e-3, tracking=None, train_save_interval=10 ** 9, seed=0, amp=False)
+    task = ProMISeTrain(str(tmp_path / "run"), network, str(tmp_path / "promise.pt"), {"Putamen_L": 73, "Thalamus_L": 77},
+                        engine=engine, lr=1e-3, tracking=None, train_save_interval=10 ** 9, seed=0, amp=False)
     stats = task({"max_epochs": 1, "train_batch_size": 2, "val_batch_size": 2, "device": "cpu",
                   "train_ds": [{"seed": i, "fixed": False} for i in range(4)], "val_split": 0.0, "multi_gpu": False,
                   "tracking": "None", "name": "run", "pretrained": False, "dataset": "Dataset"}, None)

@@ -223,10 +223,13 @@ class PEMEDApp(MONAILabelApp):
         """A saved final label (not a draft) schedules fine-tuning on every final label; the names of
         its segments join the automatic methods' names (lib/named_labels.py)."""
         super().on_save_label(image_id, label_id)
-        final = DefaultLabelTag.FINAL.value
-        if self.datastore().get_label_by_image_id(image_id, final):
-            self.learn_names(label_id)
-        if self.auto_train and self.datastore().get_label_by_image_id(image_id, final):
+        final = self.datastore().get_label_by_image_id(image_id, DefaultLabelTag.FINAL.value)
+        if final:
+            try:
+                self.learn_names(final)
+            except Exception:  # the label is saved; its names wait for the next save
+                logger.exception(f"label {final}: its segment names could not be read")
+        if self.auto_train and final:
             self.continual.label_saved()
             if self.seg_watcher is not None:
                 self.seg_watcher.check(notify=False)  # the SEG just written is this save's

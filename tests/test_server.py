@@ -223,7 +223,7 @@ def test_a_saved_label_fine_tunes_the_served_model_without_a_train_call(tmp_path
     write_nifti(str(studies / "vol.nii.gz"), 50 + 100 * label + np.random.rand(*label.shape))
     write_nifti(str(tmp_path / "drawn.nii.gz"), label, np.uint8)
     maps = os.path.join(os.path.dirname(APP_DIR), "..", "datasets", "sample", "colin27_maps.npz")
-    conf = {"pemed_train_quiet_s": 1, "pemed_train_epochs": 1, "pemed_train_samples": 8,
+    conf = {"pemed_train_quiet_s": 1, "pemed_train_epochs": 1, "pemed_train_samples": 8, "auto_train": "false",
             "pemed_replay_maps": maps if os.path.exists(maps) else "none", "pemed_publish_gate": "off"}
     with LocalServer(app, str(studies), str(tmp_path / "server.log"), conf=conf) as srv:
         with open(tmp_path / "drawn.nii.gz", "rb") as f:

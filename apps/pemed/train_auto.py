@@ -29,8 +29,8 @@ from monai.utils import set_determinism  # noqa: E402
 
 from lib.automatic import load_network  # noqa: E402
 from lib.foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, SAMPredictor, load_foundation  # noqa: E402,E501
-from lib.configs.labels import AUTO_DEFAULT, STRUCTURES, structure_values  # noqa: E402
-from lib.named_labels import LEARNT_VALUE_BASE  # noqa: E402
+from lib.configs.labels import AUTO_DEFAULT, structure_values  # noqa: E402
+from lib.named_labels import class_values  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
@@ -56,8 +56,7 @@ def build(method: str, structures, args, out: str, run_dir: str, engine):
     init = load_network(args.init, base_sam=base)[0] if args.init else None
     if hasattr(init, "with_names"):  # the names it knows (in its class order), then those of --names it does not
         init = init.with_names(list(dict.fromkeys(init.names + names)))
-        learnt = iter(range(LEARNT_VALUE_BASE, 10 ** 6))  # names a server learnt: no engine draw shows them
-        structures = {n: structures.get(n) or STRUCTURES.get(n) or next(learnt) for n in init.names}
+        structures = class_values(init.names, structures)  # a name a server learnt: no engine draw shows it
     embeddings = None
     if args.embeddings != "none":  # each slice's embedding computed once, then read from disk
         store = EmbeddingStore(args.embeddings, SAMPredictor(base, cache_mb=0), f"{args.base}|{base.spec.kind}")

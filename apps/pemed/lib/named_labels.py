@@ -114,6 +114,20 @@ class NameRegistry:
             return new
 
 
+def class_values(names: Sequence[str], known: Dict[str, int]) -> Dict[str, int]:
+    """``names`` (a network's classes, in order) with their values: ``known``'s, else the atlas's, else
+    one of their own above every atlas value."""
+    out: Dict[str, int] = {}
+    learnt = max([v for v in known.values() if v >= LEARNT_VALUE_BASE], default=LEARNT_VALUE_BASE - 1)
+    for name in names:
+        if name in known or name in STRUCTURES:
+            out[name] = known.get(name, STRUCTURES.get(name))
+        else:
+            learnt += 1
+            out[name] = learnt
+    return out
+
+
 def class_map(label: np.ndarray, names_by_value: Dict[int, str], values: Dict[str, int]) -> Tuple[np.ndarray, List[bool]]:
     """A saved label -> (its class map: 1 + the name's place in ``values``, 0 elsewhere; per name,
     whether the label says where it is). A value counts for the name it is given, or, named by the

@@ -20,6 +20,7 @@ conf keys (``--conf key value``):
     curriculum_min_score  the confidence (the edge points' mean peak probability, or the detector's
                      peak) below which a slice has no structure (default 0.15: on the ch2bet volume's
                      axial slices, 85% of the slices holding a structure pass, 17% of those without)
+    auto_train       false: saved labels fine-tune PE-MED only, not the automatic methods (default true)
     auto_train_epochs, auto_train_samples, auto_train_replay, auto_train_head_lr  a fine-tuning
                      run's epochs, draws per epoch, share of engine draws replayed and the heads' Adam
                      learning rate (defaults 4, 64, 0.5, 1e-3; the decoder and ProMISe 1e-4)
@@ -47,7 +48,7 @@ from ..foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, F
 from ..infers.automatic import AutomaticInfer, build_curriculum, build_promise
 from ..networks.sam import with_own_decoder
 from ..trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain
-from ..named_labels import NameRegistry
+from ..named_labels import NameRegistry, class_values
 from .labels import AUTO_DEFAULT, structure_values
 
 _FOUNDATIONS: Dict[tuple, FoundationModel] = {}
@@ -100,6 +101,7 @@ class AutomaticConfig(TaskConfig):
                        "samples_per_epoch": int(conf.get("auto_train_samples", 64))}
         self.replay_share = float(conf.get("auto_train_replay", 0.5))
         self.head_lr = float(conf.get("auto_train_head_lr", 1e-3))
+        self.trains = str(conf.get("auto_train", "true")).lower() == "true"
         replay = conf.get("pemed_replay_maps", os.path.join(model_dir, "colin27_maps.npz"))
         self.replay_maps = "" if replay.lower() == "none" else replay
         self.modality = conf.get("pemed_modality", "auto")
@@ -115,9 +117,16 @@ class AutomaticConfig(TaskConfig):
                                f"{self.foundation.source}|{base.spec.kind}")
         return FoundationEmbeddingd(store, list(self.names.values().values()))
 
-    def train_options(self, group: int) -> dict:
+    def grown(self, network):
+        """``network`` with every registered name it lacks (after its own), and its names' values in
+        its class order."""
+        if hasattr(network, "with_names"):
+            network = network.with_names(list(dict.fromkeys(network.names + self.names.names())))
+        return network, class_values(getattr(network, "names", self.names.names()), self.names.values())
+
+    def train_options(self, group: int, structures: Dict[str, int]) -> dict:
         return dict(model_dir=os.path.join(self.model_dir, f"train_{self.files[group]}"),
-                    publish_path=self.groups[group][1], structures=self.names.values(), size=256,
+                    publish_path=self.groups[group][1], structures=structures, size=256,
                     lr=self.head_lr if self.files[group] in HEADS else 1e-4,
                     modality=self.modality, config=dict(self.budget), publish_each_epoch=False,
                     replay_maps=self.replay_maps, replay_share=self.replay_share, amp=torch.cuda.is_available(),
@@ -143,16 +152,18 @@ class Curriculum(AutomaticConfig):
     def trainer(self) -> Optional[Dict[str, TrainTask]]:
         """Curriculum's models, each its own training task (``curriculum_edges``, ...): the edge-point
         network grown by the names learnt, the decoder, and the detector where it serves."""
-        if self.newest(0) is None or not self.foundation.exists():
-            return None  # train them first with train_auto.py: fine-tuning needs a start
+        if not self.trains or self.newest(0) is None or not self.foundation.exists():
+            return None  # off, or train them first with train_auto.py: fine-tuning needs a start
         base = self.foundation.load()
         embeddings = self.embeddings(base)
-        names = self.names.names()
-        heads = (0, 1) if self.box_source == "detector" and self.newest(1) else (0,)
-        tasks = {self.files[i]: HeatmapTrain(network=load_network(self.newest(i))[0].with_names(names),
-                                             embeddings=embeddings, **self.train_options(i)) for i in heads}
+        tasks = {}
+        for i in (0, 1) if self.box_source == "detector" and self.newest(1) else (0,):
+            network, structures = self.grown(load_network(self.newest(i))[0])
+            tasks[self.files[i]] = HeatmapTrain(network=network, embeddings=embeddings,
+                                                **self.train_options(i, structures))
         decoder = load_network(self.newest(2), base_sam=base)[0] if self.newest(2) else with_own_decoder(base)
-        tasks[self.files[2]] = CurriculumSAMTrain(network=decoder, embeddings=embeddings, **self.train_options(2))
+        tasks[self.files[2]] = CurriculumSAMTrain(network=decoder, embeddings=embeddings,
+                                                  **self.train_options(2, self.names.values()))
         return tasks
 
 
@@ -165,8 +176,9 @@ class ProMISeConfig(AutomaticConfig):
             "ProMISe: a frozen foundation model prompted by its Auto-Prompting Module and pattern tokens")}
 
     def trainer(self) -> Optional[Dict[str, TrainTask]]:
-        if self.newest(0) is None or not self.foundation.exists():
+        if not self.trains or self.newest(0) is None or not self.foundation.exists():
             return None
         base = self.foundation.load()
-        network = load_network(self.newest(0), base_sam=base)[0].with_names(self.names.names())
-        return {self.name: ProMISeTrain(network=network, embeddings=self.embeddings(base), **self.train_options(0))}
+        network, structures = self.grown(load_network(self.newest(0), base_sam=base)[0])
+        return {self.name: ProMISeTrain(network=network, embeddings=self.embeddings(base),
+                                        **self.train_options(0, structures))}

@@ -91,11 +91,17 @@ class AutomaticInfer(BasicInferTask):
             if cached is None or cached[1] != stamp:
                 cached = (self.build(sam, paths, device), stamp)
                 self._predictor[device] = cached
-                self.labels = {name: k + 1 for k, name in enumerate(cached[0].names)}
+                self.labels = {name: k + 1 for k, name in enumerate(self.served(cached[0]))}
                 waiting = [n for n in self.registry.names() if n not in cached[0].names]
                 if waiting:
                     logger.info(f"{self.method}: still to learn {waiting} (a training run publishes them)")
             return cached[0]
+
+    def served(self, predictor) -> list:
+        """The names it answers: those of the registry (auto_labels and the learnt ones) the model
+        knows, in the model's order."""
+        wanted = set(self.registry.names())
+        return [n for n in predictor.names if n in wanted]
 
     def info(self) -> Dict[str, Any]:
         """As BasicInferTask's, its labels the names the served model knows now (a model a training run
@@ -113,12 +119,15 @@ class AutomaticInfer(BasicInferTask):
     def run_inferer(self, data: Dict[str, Any], convert_to_batch=True, device="cuda"):
         t0 = time.perf_counter()
         predictor = self.predictor(str(device))
-        name = data.get("label") or predictor.names[0]
-        if isinstance(name, str) and name not in predictor.names and name in self.registry.names():
+        names = self.served(predictor)
+        if not names:
+            raise InvalidRequest(f"{self.method}: the model knows none of the names asked for ({self.registry.names()})", 503)
+        name = data.get("label") or names[0]
+        if isinstance(name, str) and name not in names and name in self.registry.names():
             raise InvalidRequest(f"{self.method} is still learning {name!r} from the labels saved: it segments it once "
                                  f"the training run started by the save has published (GET /info/ lists it then)", 409)
-        if not isinstance(name, str) or name not in predictor.names:
-            raise InvalidRequest(f"{self.method} segments one named structure: 'label' must be one of {predictor.names}")
+        if not isinstance(name, str) or name not in names:
+            raise InvalidRequest(f"{self.method} segments one named structure: 'label' must be one of {names}")
         array, affine, is_rgb, found = self.images.load(data.get("image_path") or data.get("image"))
         if is_rgb:
             array = array.mean(axis=0)
@@ -126,7 +135,7 @@ class AutomaticInfer(BasicInferTask):
             raise InvalidRequest(f"{self.method} segments 2D images or 3D volumes; this image has shape {array.shape}", 422)
         modality = found if self.modality.lower() == AUTO else self.modality
         image_key = (data.get("image"), os.path.getmtime(data.get("image_path") or data.get("image")))
-        value = predictor.names.index(name) + 1
+        value = names.index(name) + 1
         result: Dict[str, Any] = {"label": name, "value": value, "method": self.method}
         if array.ndim == 2:
             out = self._slice(predictor, normalize_intensity(array, modality), name, (image_key, None, None))

@@ -20,31 +20,31 @@ def save_checkpoint(path: str, network: PEMEDNet, meta: Optional[dict] = None, h
 def write_checkpoint(path: str, description: dict, network: torch.nn.Module, meta: Optional[dict] = None,
                      half: bool = False) -> None:
     """{"network": description, "model": weights, "meta": meta}, atomically; any model of the app."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
     # a network that carries frozen weights of another checkpoint (ProMISe: the foundation model's)
     # stores only its own
     state = network.checkpoint_state() if hasattr(network, "checkpoint_state") else network.state_dict()
-    state = {k: v.detach().cpu() for k, v in state.items()}
-    if half:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        torch.save({"network": description, "model": state, "meta": meta or {}}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):  # a full disk leaves half a file: never keep it
-            os.remove(tmp)
-        raise
+    _save(path, {"network": description, "model": {k: v.detach().cpu() for k, v in state.items()}, "meta": meta or {}},
+          half)
 
 
 def publish_half(src: str, dst: str) -> None:
     """Any checkpoint of the app, its floating-point weights stored as float16 at ``dst`` (atomically):
     how the bundled models live in git at half the bytes."""
-    ckpt = torch.load(src, map_location="cpu", weights_only=True)
-    ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    tmp = dst + ".tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, dst)
+    _save(dst, torch.load(src, map_location="cpu", weights_only=True), half=True)
+
+
+def _save(path: str, ckpt: dict, half: bool) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if half:
+        ckpt = dict(ckpt, model={k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+    tmp = path + ".tmp"
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):  # a full disk leaves half a file: never keep it
+            os.remove(tmp)
+        raise
 
 
 def float32_state(state: dict) -> dict:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from .checkpoint import float32_state, write_checkpoint
 from .errors import InvalidRequest
-from .named_labels import LEARNT_VALUE_BASE
+from .named_labels import atlas_value
 from .networks.sam import (SAM_KINDS, PromptableSAM, SAMSpec, boxes_tensor, build_sam, decode, encode,
                            points_tensor, spec_of, with_own_decoder)
 from .predictor import Letterbox
@@ -344,7 +344,7 @@ class FoundationEmbeddingd:
 
     def __init__(self, store: EmbeddingStore, values: Sequence[int] = ()):
         self.store = store
-        self.tag = ",".join(str(int(v)) for v in values if int(v) < LEARNT_VALUE_BASE)
+        self.tag = ",".join(str(int(v)) for v in values if atlas_value(v))
 
     def __call__(self, data):
         d = dict(data)

@@ -11,7 +11,7 @@ every name a saved label brought, in the order they came; kept as JSON in the mo
 server and its training processes agree on each name's class index. A learnt name keeps its atlas
 value when it is an AAL structure or lobe disjoint from the names before it (the engine's replayed
 draws then show it where it is); any other name gets a value of its own above every atlas value,
-which no replayed draw holds, so replayed draws say nothing about it (``known_on_replay``).
+which no replayed draw holds, so replayed draws say nothing about it (``atlas_value``).
 """
 
 import json
@@ -25,6 +25,18 @@ from .configs.labels import AAL_LABELS, STRUCTURES, parts
 
 LEARNT_VALUE_BASE = 1000  # above every AAL and lobe value
 _STRUCTURE_NAMES = {v: n for n, v in STRUCTURES.items()}
+
+
+def atlas_value(value: int) -> bool:
+    """Is this a structure's atlas value (which the engine's draws show), not one learnt?"""
+    return int(value) < LEARNT_VALUE_BASE
+
+
+def appended_names(own: Sequence[str], names: Sequence[str]) -> int:
+    """How many names ``names`` adds after a network's ``own`` (which it must begin with, in order)."""
+    if list(names[:len(own)]) != list(own):
+        raise ValueError("a network grows by new names after its own, in the same order")
+    return len(names) - len(own)
 
 
 def segment_names(info: Optional[dict], values: Iterable[int]) -> Dict[int, str]:
@@ -83,10 +95,6 @@ class NameRegistry:
 
     def names(self) -> List[str]:
         return list(self.values())
-
-    def known_on_replay(self) -> List[bool]:
-        """Per name: do the engine's draws show it (an atlas value)?"""
-        return [v < LEARNT_VALUE_BASE for v in self.values().values()]
 
     def learn(self, names: Iterable[str]) -> List[str]:
         """Adds the names not known yet (written atomically); returns them."""

@@ -38,6 +38,7 @@ from monai.networks.nets import BasicUNet
 from scipy import ndimage
 from torch import nn
 
+from ..named_labels import appended_names
 from ..prompts.boxes import Box, box_of, edge_points, gaussian_heatmaps
 
 HEADS = {"box": 1, "edges": 8}
@@ -91,9 +92,8 @@ class PromptHeatmapNet(nn.Module):
         known names' output channels as they are; a new name's channels start as the mean of the
         known names' (a structure somewhere, nowhere in particular), to be learnt from labels."""
         names = list(names)
-        if names[:len(self.names)] != self.names:
-            raise ValueError("a network grows by new names after its own, in the same order")
-        if len(names) == len(self.names):
+        new = appended_names(self.names, names)
+        if not new:
             return self
         grown = PromptHeatmapNet(names, self.head, self.size, self.channels, self.width)
         grown.trunk.load_state_dict(self.trunk.state_dict())
@@ -102,7 +102,6 @@ class PromptHeatmapNet(nn.Module):
             weight, bias = self.out.weight.view(len(self.names), self.k, -1), self.out.bias.view(len(self.names), self.k)
             grown.out.weight[:old] = self.out.weight
             grown.out.bias[:old] = self.out.bias
-            new = len(names) - len(self.names)
             grown.out.weight[old:] = weight.mean(0, keepdim=True).expand(new, -1, -1).reshape(new * self.k, -1, 1, 1)
             grown.out.bias[old:] = bias.mean(0, keepdim=True).expand(new, -1).reshape(-1)
         return grown.to(self.out.weight.device)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from monai.networks.nets import ResNet
 from torch import nn
 
+from ..named_labels import appended_names
 from .sam import PromptableSAM, decode, encode
 
 N_POINTS = 16
@@ -132,15 +133,14 @@ class ProMISe(nn.Module):
         """This ProMISe for ``names`` (its own first, then new ones): a new name's embeddings in the
         APM and IPS start as the mean of the known names'."""
         names = list(names)
-        if names[:len(self.names)] != self.names:
-            raise ValueError("a network grows by new names after its own, in the same order")
-        if len(names) == len(self.names):
+        new = appended_names(self.names, names)
+        if not new:
             return self
         grown = ProMISe(self.sam, names, self.use_ips, self.base, self.box)
         state = self.new_modules().state_dict()
         for key in [k for k in state if k.endswith("name_embed.weight")]:
             old = state[key]
-            state[key] = torch.cat([old, old.mean(0, keepdim=True).expand(len(names) - len(self.names), -1)])
+            state[key] = torch.cat([old, old.mean(0, keepdim=True).expand(new, -1)])
         grown.new_modules().load_state_dict(state)
         return grown.to(next(self.apm.parameters()).device)
 

@@ -26,7 +26,7 @@ from ..networks.curriculum import HeatmapLoss
 from ..networks.promise import ProMISe
 from ..prompts.boxes import box_of, edge_points, jitter_box
 from ..prompts.clicks import Click
-from ..named_labels import LEARNT_VALUE_BASE
+from ..named_labels import atlas_value
 from ..transforms.named import HeatmapTargetd, KnownOnlyd, NamedClassesd, PickNamed
 from ..transforms.transforms import MatchChannelsd, Memoized, RandStructureSliced, intensity_transform
 from .pemed import PEMEDTrain, _EitherSourced
@@ -172,7 +172,7 @@ class HeatmapTrain(NamedStructures, PEMEDTrain):
 
     def __init__(self, model_dir: str, network, publish_path: str, structures: Dict[str, int], embeddings=None, **kwargs):
         self.structures = dict(structures)
-        replay_known = [v < LEARNT_VALUE_BASE for v in self.values]
+        replay_known = [atlas_value(v) for v in self.values]
         self.target_transforms = [HeatmapTargetd(network.head, len(self.values), size=network.map_size,
                                                  replay_known=replay_known)]
         self.embeddings = embeddings

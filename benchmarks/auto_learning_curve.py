@@ -9,7 +9,8 @@ Label's ``label_info``, as OHIF and 3D Slicer send it). The name joins the regis
 (lib/named_labels.py), and the server's own continual run trains (Curriculum's ``curriculum_edges``
 task, lib/configs/automatic.py, at the server's default budget), each k continuing from the model
 the previous k published, as successive saves do. After each run: Curriculum's Dice on held-back
-slices of the structure (its other axial slices, none labelled, evenly spaced), normalised as
+slices of the structure (every third of its axial slices, fixed before any is labelled, from its
+small ends to its widest; the labelled slices are spread over the rest), normalised as
 served (the whole volume), and PE-MED's protocol clicks to Dice 0.90 on them from Curriculum's mask
 (as the served correction starts) against from scratch (20 when never). Also the wall time of each
 run. Writes the JSON and a plot beside it (.png).
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--structure", default="Lingual_L")
     p.add_argument("--name", default="lingual gyrus (left)")
     p.add_argument("--ks", default="1,2,4,8")
-    p.add_argument("--held-back", type=int, default=12)
+    p.add_argument("--held-every", type=int, default=3, help="every n-th slice of the structure is held back")
     p.add_argument("--models", default=os.path.join(ROOT, "apps", "pemed", "model"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "auto_learning_curve"))
     p.add_argument("--conf", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
@@ -77,10 +78,10 @@ def main(argv=None) -> int:
     truth = (np.asanyarray(nib.load(os.path.join(TEMPLATES, "aal.nii.gz")).dataobj) == AAL_LABELS[args.structure])
     areas = truth.sum((0, 1))
     on = np.flatnonzero(areas >= MIN_AREA)
-    labelled = [int(s) for s in on[np.linspace(0, len(on) - 1, max(ks) + 2)[1:-1].round().astype(int)]]
+    held = [int(s) for s in on[1::args.held_every]]
+    rest = np.array([s for s in on if s not in held])
+    labelled = [int(s) for s in rest[np.linspace(0, len(rest) - 1, max(ks) + 2)[1:-1].round().astype(int)]]
     order = [labelled[i] for i in np.argsort([bin(i)[::-1] for i in range(len(labelled))])]  # spread at every k
-    rest = [int(s) for s in on if all(abs(s - t) > 1 for t in labelled)]
-    held = [rest[i] for i in np.linspace(0, len(rest) - 1, min(args.held_back, len(rest))).round().astype(int)]
 
     shutil.rmtree(args.work, ignore_errors=True)
     model_dir, studies = os.path.join(args.work, "model"), os.path.join(args.work, "studies")

@@ -209,8 +209,8 @@ def test_curriculums_box_bounds_its_edge_points_or_is_the_detectors(tiny_sam):
 
 
 def test_a_volume_is_segmented_where_its_structure_is_not_everywhere():
-    """The structure's slices are found by probing every 10th and growing outward: every slice of
-    it is segmented, and about a fifth of the others."""
+    """The structure's slices are found by probing every 10th and growing outward from the surest
+    probe: every slice of it is segmented, and about a tenth of the others."""
     from lib.automatic import AutoResult, segment_volume
 
     volume = np.zeros((20, 24, 181), np.float32)
@@ -226,6 +226,28 @@ def test_a_volume_is_segmented_where_its_structure_is_not_everywhere():
     assert len(seen) == len(set(seen)) == out["slices_segmented"] and out["slices_segmented"] <= 40 + 181 // 10 + 2
     empty = segment_volume(segment, np.zeros((4, 4, 9), np.float32), 2, "x", "empty")
     assert empty["slices_with_structure"] == 0 and empty["slices_segmented"] == 1
+
+
+def test_a_volume_keeps_the_surest_find_and_stops_where_the_score_falls():
+    """A find apart from the structure, less sure, is neither kept nor grown; the structure's run of
+    slices ends where the score falls below 0.6 x the seed's, though a mask is still drawn."""
+    from lib.automatic import AutoResult, segment_volume
+
+    volume = np.zeros((8, 8, 100), np.float32)
+    volume[2:6, 2:6, 40:60] = 1  # the structure
+    volume[1:7, 1:7, 10:30] = 1  # something larger the method is less sure of
+    score = np.full(100, 0.1)
+    score[40:56], score[56:60], score[10:30] = 0.5, 0.2, 0.3
+    seen = []
+
+    def segment(image, name, key):
+        seen.append(key[2])
+        return AutoResult(image, image > 0, score=float(score[key[2]]))
+
+    out = segment_volume(segment, volume, 2, "x", "vol")
+    kept = np.flatnonzero(out["mask"].any((0, 1)))
+    assert kept.tolist() == list(range(40, 56)) and out["slices_with_structure"] == 16
+    assert not any(11 <= s <= 29 and s % 10 != 5 for s in seen)  # the other find's probes only
 
 
 def test_heatmap_targets_decode_back_to_the_box_and_points():

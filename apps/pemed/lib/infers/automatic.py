@@ -4,7 +4,7 @@ Request params:
     label    the structure's name (one the served model knows: the configured names and those it
              has learnt from saved labels, as ``/info/`` lists them; default: the first)
     slice    for 3D images, the slice to segment; without it the structure's slices along ``axis``
-             are found (every 10th probed, then outward from each find: lib/automatic.py's
+             are found (every 10th probed, then outward from the surest find: lib/automatic.py's
              segment_volume) and the 3D label returned
     axis     for 3D images, the array axis slices are taken along (default 2)
     client_id  as for ``pemed``: with the client the server adds, the key of the result PE-MED may

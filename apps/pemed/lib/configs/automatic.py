@@ -19,7 +19,7 @@ conf keys (``--conf key value``):
                      detector, model/curriculum_box.pt)
     curriculum_min_score  the confidence (the edge points' mean peak probability, or the detector's
                      peak) below which a slice has no structure (default 0.15: on the ch2bet volume's
-                     axial slices, 85% of the slices holding a structure pass, 17% of those without)
+                     axial slices, 84% of the slices holding a structure pass, 9% of those without)
     auto_train       false: saved labels fine-tune PE-MED only, not the automatic methods (default true)
     auto_train_epochs, auto_train_samples, auto_train_replay, auto_train_head_lr  a fine-tuning
                      run's epochs, draws per epoch, share of engine draws replayed and the heads' Adam

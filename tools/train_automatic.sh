@@ -8,8 +8,9 @@
 # fine-tune (foundation_decoder.pt) comes first: ProMISe learns its prompts for it, and Curriculum
 # uses it. Then Curriculum's edge-point network (its box and its second stage's points; in two
 # stages, the second on a larger pool), ProMISe (the variant whose APM also predicts a box), and the
-# paper's box detector (evaluation only). Each step resumes where it stopped (--resume). Serving files are published into apps/pemed/model/ in
-# float16 (lib/checkpoint.py's publish_half) when BUNDLE=1.
+# paper's box detector (evaluation only). Each step resumes where it stopped (--resume). Serving
+# files are published into apps/pemed/model/ in float16 (lib/checkpoint.py's publish_half) when
+# BUNDLE=1.
 set -e
 OUT=${1:-runs/auto}
 DEVICE=${2:-cpu}

@@ -30,7 +30,7 @@ from monai.utils import set_determinism  # noqa: E402
 from lib.automatic import load_network  # noqa: E402
 from lib.foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, SAMPredictor, load_foundation  # noqa: E402,E501
 from lib.configs.labels import AUTO_DEFAULT, structure_values  # noqa: E402
-from lib.named_labels import class_values  # noqa: E402
+from lib.named_labels import grown  # noqa: E402
 from lib.networks.baseline import TaskUNet  # noqa: E402
 from lib.networks.curriculum import PromptHeatmapNet  # noqa: E402
 from lib.networks.promise import ProMISe  # noqa: E402
@@ -54,9 +54,8 @@ def build(method: str, structures, args, out: str, run_dir: str, engine):
         return TaskUNetTrain(run_dir, net, out, structures, **common), net
     base = load_foundation(args.base, decoder=args.decoder if args.decoder != "none" else None)[0]
     init = load_network(args.init, base_sam=base)[0] if args.init else None
-    if hasattr(init, "with_names"):  # the names it knows (in its class order), then those of --names it does not
-        init = init.with_names(list(dict.fromkeys(init.names + names)))
-        structures = class_values(init.names, structures)  # a name a server learnt: no engine draw shows it
+    if hasattr(init, "with_names"):  # the names it knows (in its class order), then those of --names it does not;
+        init, structures = grown(init, names, structures)  # a name a server learnt: no engine draw shows it
     embeddings = None
     if args.embeddings != "none":  # each slice's embedding computed once, then read from disk
         store = EmbeddingStore(args.embeddings, SAMPredictor(base, cache_mb=0), f"{args.base}|{base.spec.kind}")

@@ -136,6 +136,14 @@ def class_values(names: Sequence[str], known: Dict[str, int]) -> Dict[str, int]:
     return out
 
 
+def grown(network, names: Sequence[str], known: Dict[str, int]):
+    """(``network`` grown by the ``names`` it lacks, after its own, where it can grow (``with_names``);
+    its classes' values by ``class_values``): how a model meets the names learnt since it was trained."""
+    if hasattr(network, "with_names"):
+        network = network.with_names(list(dict.fromkeys(list(network.names) + list(names))))
+    return network, class_values(getattr(network, "names", list(names)), known)
+
+
 def class_map(label: np.ndarray, names_by_value: Dict[int, str], values: Dict[str, int]) -> Tuple[np.ndarray, List[bool]]:
     """A saved label -> (its class map: 1 + the name's place in ``values``, 0 elsewhere; per name,
     whether the label says where it is). A value counts for the name it is given, or, named by the

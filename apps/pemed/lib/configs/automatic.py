@@ -48,7 +48,7 @@ from ..foundation import DEFAULT_SOURCE, EmbeddingStore, FoundationEmbeddingd, F
 from ..infers.automatic import AutomaticInfer, build_curriculum, build_promise
 from ..networks.sam import with_own_decoder
 from ..trainers.automatic import CurriculumSAMTrain, HeatmapTrain, ProMISeTrain
-from ..named_labels import NameRegistry, class_values
+from ..named_labels import NameRegistry, grown
 from .labels import AUTO_DEFAULT, structure_values
 
 _FOUNDATIONS: Dict[tuple, FoundationModel] = {}
@@ -118,11 +118,8 @@ class AutomaticConfig(TaskConfig):
         return FoundationEmbeddingd(store, list(self.names.values().values()))
 
     def grown(self, network):
-        """``network`` with every registered name it lacks (after its own), and its names' values in
-        its class order."""
-        if hasattr(network, "with_names"):
-            network = network.with_names(list(dict.fromkeys(network.names + self.names.names())))
-        return network, class_values(getattr(network, "names", self.names.names()), self.names.values())
+        """``network`` with every registered name it lacks, and its names' values in its class order."""
+        return grown(network, self.names.names(), self.names.values())
 
     def train_options(self, group: int, structures: Dict[str, int]) -> dict:
         return dict(model_dir=os.path.join(self.model_dir, f"train_{self.files[group]}"),
